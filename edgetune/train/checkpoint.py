@@ -75,18 +75,23 @@ def make_checkpoint(
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> str:
-    """Atomic write (temp file in the same folder, then os.replace); returns the sha256."""
+    """Atomic write; returns the file's sha256 (the lineage link children record)."""
+    atomic_torch_save(ckpt, path)
+    return sha256_file(path)
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(ckpt, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return sha256_file(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -1,0 +1,141 @@
+"""Training augmentation (torch, batched, seeded): the variety a real microphone adds.
+
+Waveform: speed perturbation, time shift, simple room reverberation, background
+noise at a random SNR, gain. Features: SpecAugment time and frequency masks.
+All draws come from one torch.Generator, so a seed reproduces a run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    speed: tuple[float, float] = (0.9, 1.1)
+    shift_ms: float = 100.0
+    reverb_prob: float = 0.3
+    rt60_s: tuple[float, float] = (0.1, 0.6)
+    noise_prob: float = 0.8
+    snr_db: tuple[float, float] = (5.0, 20.0)
+    gain_db: tuple[float, float] = (-18.0, 6.0)
+    freq_masks: int = 2
+    freq_mask_bins: int = 6
+    time_masks: int = 2
+    time_mask_frames: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def strong(cls) -> "AugmentConfig":
+        """For tens of clips of one user's voice: everything wider and more often."""
+        return cls(speed=(0.85, 1.15), shift_ms=150, reverb_prob=0.5, noise_prob=0.9,
+                   snr_db=(0.0, 20.0), freq_masks=2, freq_mask_bins=8, time_masks=2,
+                   time_mask_frames=15)
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:
+    return torch.rand(n, generator=g).to(device) * (hi - lo) + lo
+
+
+class Augmenter:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, noise: list[torch.Tensor], seed: int):
+        self.cfg = cfg
+        self.sample_rate = sample_rate
+        self.noise = [n for n in noise if len(n) > sample_rate]  # long recordings only
+        self.g = torch.Generator().manual_seed(seed)
+
+    def waveform(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] -> same shape, augmented."""
+        x = self._speed(x)
+        x = self._shift(x)
+        x = self._reverb(x)
+        x = self._add_noise(x)
+        gain = 10 ** (_uniform(self.g, len(x), *self.cfg.gain_db, x.device) / 20)
+        return (x * gain[:, None]).clamp(-1.0, 1.0)
+
+    def features(self, f: torch.Tensor) -> torch.Tensor:
+        """SpecAugment on [batch, 1, frames, n_mels]: masks set to each clip's mean."""
+        f = f.clone()
+        batch, _, frames, mels = f.shape
+        fill = f.mean(dim=(2, 3), keepdim=True)
+        for size, axis, count in ((self.cfg.freq_mask_bins, 3, self.cfg.freq_masks),
+                                  (self.cfg.time_mask_frames, 2, self.cfg.time_masks)):
+            length = f.shape[axis]
+            for _ in range(count):
+                width = (torch.rand(batch, generator=self.g) * (size + 1)).long()
+                start = (torch.rand(batch, generator=self.g) * (length - width).clamp(min=1)).long()
+                idx = torch.arange(length)
+                mask = (idx[None] >= start[:, None]) & (idx[None] < (start + width)[:, None])
+                shape = (batch, 1, length, 1) if axis == 2 else (batch, 1, 1, length)
+                mask = mask.view(shape).to(f.device)
+                f = torch.where(mask, fill, f)
+        return f
+
+    def _speed(self, x: torch.Tensor) -> torch.Tensor:
+        # One factor per batch keeps it a single interpolation; batches differ.
+        factor = float(_uniform(self.g, 1, *self.cfg.speed, "cpu"))
+        n = x.shape[1]
+        stretched = torch.nn.functional.interpolate(
+            x[:, None], size=max(int(round(n / factor)), 1), mode="linear", align_corners=False)[:, 0]
+        if stretched.shape[1] >= n:
+            start = (stretched.shape[1] - n) // 2
+            return stretched[:, start : start + n]
+        pad = n - stretched.shape[1]
+        return torch.nn.functional.pad(stretched, (pad // 2, pad - pad // 2))
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        max_shift = int(self.sample_rate * self.cfg.shift_ms / 1000)
+        if max_shift == 0:
+            return x
+        shifts = (torch.rand(len(x), generator=self.g) * (2 * max_shift + 1)).long() - max_shift
+        idx = torch.arange(x.shape[1])[None] - shifts[:, None]
+        valid = (idx >= 0) & (idx < x.shape[1])
+        out = torch.gather(x, 1, idx.clamp(0, x.shape[1] - 1).to(x.device))
+        return out * valid.to(x.device)
+
+    def _reverb(self, x: torch.Tensor) -> torch.Tensor:
+        chosen = torch.rand(len(x), generator=self.g) < self.cfg.reverb_prob
+        if not chosen.any():
+            return x
+        idx = chosen.nonzero()[:, 0]
+        rt60 = _uniform(self.g, len(idx), *self.cfg.rt60_s, "cpu")
+        length = int(self.sample_rate * self.cfg.rt60_s[1])
+        t = torch.arange(length) / self.sample_rate
+        # Exponentially decaying noise: -60 dB at rt60; the direct path first.
+        decay = torch.exp(-6.9078 * t[None] / rt60[:, None])
+        rir = torch.randn(len(idx), length, generator=self.g) * decay
+        rir[:, 0] = 1.0
+        rir = (rir / rir.norm(dim=1, keepdim=True)).to(x.device)
+        n = x.shape[1]
+        size = 1 << math.ceil(math.log2(n + length))
+        wet = torch.fft.irfft(torch.fft.rfft(x[idx], size) * torch.fft.rfft(rir, size), size)[:, :n]
+        # Keep the level: reverberation should not change loudness much.
+        wet = wet * (x[idx].norm(dim=1, keepdim=True) / wet.norm(dim=1, keepdim=True).clamp(min=1e-8))
+        out = x.clone()
+        out[idx] = wet
+        return out
+
+    def _add_noise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.noise:
+            return x
+        chosen = (torch.rand(len(x), generator=self.g) < self.cfg.noise_prob).to(x.device)
+        n = x.shape[1]
+        segments = []
+        for _ in range(len(x)):
+            rec = self.noise[int(torch.randint(len(self.noise), (1,), generator=self.g))]
+            start = int(torch.randint(len(rec) - n + 1, (1,), generator=self.g))
+            segments.append(rec[start : start + n])
+        noise = torch.stack(segments).to(x.device)
+        snr = _uniform(self.g, len(x), *self.cfg.snr_db, x.device)
+        sig_power = x.pow(2).mean(dim=1).clamp(min=1e-8)
+        noise_power = noise.pow(2).mean(dim=1).clamp(min=1e-10)
+        scale = torch.sqrt(sig_power / (noise_power * 10 ** (snr / 10)))
+        # Silent clips (the `_silence_` class) get noise at its own level instead.
+        quiet = sig_power < 1e-6
+        scale = torch.where(quiet, torch.full_like(scale, 0.0), scale)
+        return x + noise * (scale * chosen)[:, None]

@@ -1,0 +1,175 @@
+"""eSpeak NG through the espeakng-loader wheel, via ctypes.
+
+One library instance per process (eSpeak keeps global state), opened lazily on
+first use, so a forked or spawned worker opens its own. Every foreign function
+has its argtypes/restype set. Output mode is AUDIO_OUTPUT_SYNCHRONOUS: the synth
+callback collects int16 samples and `espeak_Synth` returns when the text is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+ESPEAK_CHARS_UTF8 = 1
+ESPEAK_PHONEMES = 0x100  # enables [[phoneme]] input
+POS_CHARACTER = 1
+PHONEMES_IPA = 0x02
+EE_OK = 0
+
+RATE, VOLUME, PITCH, RANGE, WORDGAP = 1, 2, 3, 4, 7
+
+
+class _Voice(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class EspeakUnavailable(RuntimeError):
+    pass
+
+
+class Espeak:
+    """A thin, typed handle on libespeak-ng. Use `Espeak.get()` (one per process)."""
+
+    _instance: "Espeak | None" = None
+    _pid: int | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "Espeak":
+        with cls._lock:
+            if cls._instance is None or cls._pid != os.getpid():
+                cls._instance = cls()
+                cls._pid = os.getpid()
+            return cls._instance
+
+    def __init__(self):
+        try:
+            import espeakng_loader
+        except ImportError as e:
+            raise EspeakUnavailable("espeakng-loader is not installed (pip install 'edgetune[synth]')") from e
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data = espeakng_loader.get_data_path().encode()
+
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
+        lib.espeak_SetSynthCallback.restype = None
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.argtypes = []
+        lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_Voice)]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+
+        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        if rate <= 0:
+            raise EspeakUnavailable(f"espeak_Initialize failed ({rate})")
+        self.lib = lib
+        self.sample_rate = int(rate)
+        self._chunks: list[np.ndarray] = []
+
+        def collect(wav, n, events):
+            if n > 0 and wav:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        self._callback = _CALLBACK(collect)  # keep a reference: the library holds a raw pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self._voice_name: bytes | None = None
+
+    # -- voices -------------------------------------------------------------
+    def list_voices(self, variants: bool = False) -> list[dict]:
+        spec = None
+        if variants:
+            spec = _Voice()
+            spec.languages = b"variant"
+        arr = self.lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+        out = []
+        i = 0
+        while arr[i]:
+            v = arr[i].contents
+            langs = v.languages or b""
+            # languages: a sequence of (priority byte, name, NUL), ending with an empty name
+            raw = ctypes.string_at(v.languages, 64) if v.languages else b""
+            names = []
+            pos = 0
+            while pos < len(raw) and raw[pos] != 0:
+                end = raw.find(b"\0", pos + 1)
+                names.append(raw[pos + 1 : end].decode(errors="replace"))
+                pos = end + 1
+            del langs
+            out.append({
+                "name": (v.name or b"").decode(errors="replace"),
+                "identifier": (v.identifier or b"").decode(errors="replace"),
+                "languages": names,
+                "gender": int(v.gender),
+            })
+            i += 1
+        return out
+
+    def set_voice(self, name: str) -> None:
+        b = name.encode()
+        if b == self._voice_name:
+            return
+        if self.lib.espeak_SetVoiceByName(b) != EE_OK:
+            raise ValueError(f"eSpeak has no voice {name!r}")
+        self._voice_name = b
+
+    # -- synthesis ----------------------------------------------------------
+    def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int,
+              phonemes: bool = False) -> np.ndarray:
+        """int16 mono audio at self.sample_rate. `phonemes`: text may contain [[...]] phoneme input."""
+        self.set_voice(voice)
+        # SetVoiceByName resets parameters, so set them every time
+        self.lib.espeak_SetParameter(RATE, int(rate), 0)
+        self.lib.espeak_SetParameter(PITCH, int(pitch), 0)
+        self.lib.espeak_SetParameter(RANGE, int(pitch_range), 0)
+        self.lib.espeak_SetParameter(VOLUME, 100, 0)
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        flags = ESPEAK_CHARS_UTF8 | (ESPEAK_PHONEMES if phonemes else 0)
+        self._chunks = []
+        rc = self.lib.espeak_Synth(buf, len(buf), 0, POS_CHARACTER, 0, flags, None, None)
+        if rc != EE_OK:
+            raise RuntimeError(f"espeak_Synth failed ({rc}) for {text!r}")
+        self.lib.espeak_Synchronize()
+        chunks, self._chunks = self._chunks, []
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+    def phonemize(self, text: str, voice: str) -> str:
+        """IPA for `text` in `voice`'s language (clauses joined by spaces)."""
+        self.set_voice(voice)
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        ptr = ctypes.c_void_p(ctypes.addressof(buf))
+        parts = []
+        while ptr.value:
+            res = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), ESPEAK_CHARS_UTF8, PHONEMES_IPA)
+            if res:
+                parts.append(res.decode("utf-8", errors="replace").strip())
+        return " ".join(p for p in parts if p)

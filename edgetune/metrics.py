@@ -1,0 +1,56 @@
+"""Classification figures from labels and predictions (numpy only; both sides use it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """[true, predicted] counts."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def classification_report(y_true, y_pred, labels: list[str]) -> dict:
+    """accuracy, n, per-class precision/recall/f1/support, confusion, labels (JSON-ready)."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros_like(tp), where=(precision + recall) > 0)
+    per_class = {
+        lab: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+              "f1": round(float(f1[i]), 4), "support": int(support[i])}
+        for i, lab in enumerate(labels)
+    }
+    n = int(len(y_true))
+    return {
+        "accuracy": round(float(tp.sum() / n), 4) if n else None,
+        "n": n,
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+        "labels": list(labels),
+    }
+
+
+def format_report(report: dict) -> str:
+    """A per-class table and the confusion matrix as plain text."""
+    labels = report["labels"]
+    width = max(8, max(len(lab) for lab in labels))
+    lines = [f"{'label':<{width}}  precision  recall     f1  support"]
+    for lab in labels:
+        c = report["per_class"][lab]
+        lines.append(f"{lab:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}"
+                     f"  {c['support']:7d}")
+    lines.append("")
+    lines.append("confusion (rows: true, columns: predicted)")
+    short = [lab[:6] for lab in labels]
+    lines.append(" " * (width + 1) + " ".join(f"{s:>6}" for s in short))
+    for lab, row in zip(labels, report["confusion"]):
+        lines.append(f"{lab:<{width}} " + " ".join(f"{v:>6d}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Audio CNNs for log-mel features [batch, 1, n_frames, n_mels] -> logits [batch, n_classes].
+
+Every model built here has:
+- `arch`: its registry name; `arch_config`: a JSON-able dict (read back from the
+  modules, so pruned widths are included) with which
+  `create_model(arch, n_classes=, n_frames=, n_mels=, **arch_config)` rebuilds it;
+- `blocks`: nn.ModuleList, the stem then each stage (for `finetune --freeze N`);
+- `features(x)`: the pooled embedding [batch, emb]; `classifier`: the final
+  nn.Linear(emb, n_classes); `forward(x) = classifier(features(x))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgetune.errors import ModelError
+from edgetune.nets import bcresnet as _bcresnet
+from edgetune.nets import dscnn as _dscnn
+from edgetune.nets.bcresnet import BCResNet, SubSpectralNorm
+from edgetune.nets.dscnn import DSCNN
+
+__all__ = [
+    "BCResNet", "DSCNN", "SubSpectralNorm", "available_models", "count_macs", "count_params",
+    "create_model", "describe", "model_info",
+]
+
+RESERVED = ("n_classes", "n_frames", "n_mels")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: Callable[..., nn.Module]
+    defaults: dict
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "dscnn-s": _Entry(DSCNN, _dscnn.CONFIGS["dscnn-s"],
+                      "DS-CNN small (Hello Edge): 10x4 conv + 4 depthwise-separable blocks, 64 ch"),
+    "dscnn-m": _Entry(DSCNN, _dscnn.CONFIGS["dscnn-m"],
+                      "DS-CNN medium (Hello Edge): 10x4 conv + 4 depthwise-separable blocks, 172 ch"),
+    "dscnn-l": _Entry(DSCNN, _dscnn.CONFIGS["dscnn-l"],
+                      "DS-CNN large (Hello Edge): 10x4 conv + 5 depthwise-separable blocks, 276 ch"),
+    "bcresnet-1": _Entry(BCResNet, _bcresnet.CONFIGS["bcresnet-1"],
+                         "BC-ResNet-1 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
+    "bcresnet-2": _Entry(BCResNet, _bcresnet.CONFIGS["bcresnet-2"],
+                         "BC-ResNet-2 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
+    "bcresnet-3": _Entry(BCResNet, _bcresnet.CONFIGS["bcresnet-3"],
+                         "BC-ResNet-3 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
+    "bcresnet-8": _Entry(BCResNet, _bcresnet.CONFIGS["bcresnet-8"],
+                         "BC-ResNet-8 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
+}
+
+
+def available_models() -> list[str]:
+    """Registry names, in a stable order."""
+    return list(_REGISTRY)
+
+
+def create_model(name: str, n_classes: int, n_frames: int = 98, n_mels: int = 40,
+                 **arch_config) -> nn.Module:
+    """Build `name` for `n_classes` outputs; `arch_config` overrides the defaults
+    (a model's own `arch_config`, pruned widths included, rebuilds it exactly)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    if int(n_classes) < 1:
+        raise ModelError(f"n_classes must be >= 1, got {n_classes}")
+    bad = set(arch_config) - set(entry.defaults)
+    if bad:
+        raise ModelError(f"{name}: unknown arch_config keys {sorted(bad)}; "
+                         f"known: {sorted(entry.defaults)}")
+    cfg = {**entry.defaults, **arch_config}
+    try:
+        model = entry.cls(int(n_classes), int(n_frames), int(n_mels), **cfg)
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{name}: cannot build from arch_config {cfg}: {e}") from None
+    model.arch = name
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape=(1, 1, 98, 40)) -> int:
+    """Multiply-accumulates of every Conv/Linear for one forward pass of `input_shape`
+    (batch included: pass batch 1 for per-example MACs). Measured with forward hooks."""
+    total = 0
+
+    def conv_hook(m: nn.modules.conv._ConvNd, inp, out):
+        nonlocal total
+        k = 1
+        for s in m.kernel_size:
+            k *= s
+        total += out.numel() * (m.in_channels // m.groups) * k
+
+    def linear_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    p = next(model.parameters(), None)
+    x = torch.zeros(tuple(input_shape), device=p.device if p is not None else "cpu",
+                    dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+def model_info(name: str, n_classes: int = 12, n_frames: int = 98, n_mels: int = 40) -> dict:
+    """{name, params, macs, description} of a freshly built `name`."""
+    model = create_model(name, n_classes, n_frames, n_mels)
+    return {"name": name, "params": count_params(model),
+            "macs": count_macs(model, (1, 1, n_frames, n_mels)),
+            "description": _REGISTRY[name].description}
+
+
+def describe(n_classes: int = 12, n_frames: int = 98, n_mels: int = 40) -> str:
+    """A table for `edgetune models`: name, params, MACs (per 1-s clip), description."""
+    rows = [model_info(n, n_classes, n_frames, n_mels) for n in _REGISTRY]
+    lines = [f"{'model':<11} {'params':>8} {'MACs':>8}  description",
+             f"{'':<11} {'':>8} {'':>8}  ({n_classes} classes, {n_frames} frames x {n_mels} mels)"]
+    for r in rows:
+        lines.append(f"{r['name']:<11} {_si(r['params']):>8} {_si(r['macs']):>8}  {r['description']}")
+    return "\n".join(lines)
+
+
+def _si(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}k"
+    return str(n)

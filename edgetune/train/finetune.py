@@ -1,0 +1,184 @@
+"""`edgetune finetune`: adapt a base model (or a fresh one) to a dataset's labels.
+
+Reads a dataset and optionally a base checkpoint; writes RUN/finetuned.pt,
+RUN/log.jsonl, RUN/config.json. Reports the base model's accuracy on the same
+test split before training (where its labels cover the task), and optionally a
+from-scratch model trained with the same budget, so the gain is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgetune.data.dataset import ClipLoader, Dataset, load_dataset
+from edgetune.errors import DataError, EdgetuneError
+from edgetune.frontend import FrontEnd
+from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
+                                       model_from_checkpoint, save_checkpoint)
+from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
+
+FINETUNED = "finetuned.pt"
+TRAIN_STATE = "train_state.pt"
+
+
+@dataclass
+class DataTensors:
+    dataset: Dataset
+    train: Split
+    val: Split
+    test: Split
+    noise: list[torch.Tensor]
+
+
+def load_tensors(data: str | Path, fe: FrontEnd, labels: list[str] | None = None,
+                 progress: bool = False) -> DataTensors:
+    ds = load_dataset(data, labels=labels)
+    loader = ClipLoader(fe)
+    index = {lab: i for i, lab in enumerate(ds.labels)}
+    splits = {}
+    for name in ("train", "val", "test"):
+        examples = ds.split(name)
+        if not examples and name != "test":
+            raise DataError(f"{data}: the {name} split is empty; add more speakers or a "
+                            f"{'validation' if name == 'val' else name}_list.txt")
+        clips = loader.clips(examples, progress=progress)
+        targets = torch.tensor([index[e.label] for e in examples], dtype=torch.long)
+        splits[name] = Split(torch.from_numpy(clips), targets)
+    noise = [torch.from_numpy(loader.noise(p)) for p in ds.noise_files]
+    return DataTensors(ds, splits["train"], splits["val"], splits["test"], noise)
+
+
+def adapt_head(base: torch.nn.Module, base_labels: list[str], labels: list[str],
+               fe: FrontEnd) -> torch.nn.Module:
+    """A copy of `base` with a classifier for `labels`; rows of labels the base knows carried over."""
+    from edgetune.nets import create_model
+
+    model = create_model(base.arch, n_classes=len(labels), n_frames=fe.n_frames,
+                         n_mels=fe.n_mels, **base.arch_config)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
+    model.load_state_dict(state, strict=False)
+    old, new = base.classifier, model.classifier
+    with torch.no_grad():
+        for i, lab in enumerate(labels):
+            if lab in base_labels:
+                j = base_labels.index(lab)
+                new.weight[i] = old.weight[j]
+                new.bias[i] = old.bias[j]
+    return model
+
+
+def restricted_accuracy(model, base_labels: list[str], labels: list[str], feats, targets, device):
+    """The base model's accuracy on the task, choosing only among the task's labels.
+    None when the base does not know every task label."""
+    if not set(labels) <= set(base_labels):
+        return None
+    rows = [base_labels.index(lab) for lab in labels]
+    logits = predict(model, feats, device)[:, rows]
+    return accuracy(logits, targets)
+
+
+def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = None,
+             model_name: str | None = None, cfg: TrainConfig | None = None,
+             teacher: str | Path | None = None, resume: bool = False, scratch_baseline: bool = False,
+             command: str = "", progress: bool = False, on_epoch=None) -> dict:
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    base_ckpt = load_checkpoint(base) if base else None
+    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else FrontEnd()
+    tensors = load_tensors(data, fe, progress=progress)
+    labels = tensors.dataset.labels
+    device = resolve_device(cfg.device)
+    test_feats = features_of(fe, tensors.test.clips, device)
+
+    if base_ckpt:
+        base_model = model_from_checkpoint(base_ckpt)
+        before = restricted_accuracy(base_model, base_ckpt["labels"], labels, test_feats,
+                                     tensors.test.targets, device)
+        model = adapt_head(base_model, base_ckpt["labels"], labels, fe)
+        parent = lineage_link(base, base_ckpt)
+    else:
+        if not model_name:
+            raise EdgetuneError("give --base models/NAME.pt to fine-tune, or --model NAME to train from scratch")
+        model, before, parent = fresh_model(model_name, labels, fe), None, None
+
+    teacher_model = _teacher(teacher, labels)
+    trainer = Trainer(model, fe, tensors.train, tensors.val, cfg, tensors.noise, teacher=teacher_model,
+                      log_path=out / "log.jsonl", state_path=out / TRAIN_STATE, progress=progress)
+    if resume and (out / TRAIN_STATE).exists():
+        trainer.load_state(torch.load(out / TRAIN_STATE, weights_only=True)["train_state"])
+    elif (out / "log.jsonl").exists():
+        (out / "log.jsonl").unlink()
+    best = trainer.run(on_epoch=on_epoch)
+    test_acc = accuracy(predict(best, test_feats, torch.device("cpu")), tensors.test.targets)
+
+    metrics = {"val_accuracy": round(trainer.best_acc, 4), "test_accuracy": round(test_acc, 4),
+               "base_test_accuracy": None if before is None else round(before, 4)}
+    if scratch_baseline:
+        metrics["scratch_test_accuracy"] = round(_scratch(best, labels, fe, tensors, cfg, test_feats, progress), 4)
+    data_info = {"source": str(data), "fingerprint": tensors.dataset.fingerprint(),
+                 "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
+    ckpt = make_checkpoint(best, labels=labels, frontend=fe, stage="finetuned", parent=parent,
+                           data=data_info, recipe={**cfg.to_dict(), "command": command,
+                                                   "base": str(base) if base else None},
+                           metrics=metrics)
+    save_checkpoint(ckpt, out / FINETUNED)
+    (out / TRAIN_STATE).unlink(missing_ok=True)
+    _write_json(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
+                                      "model": model_name, "train": cfg.to_dict()})
+    return {"checkpoint": str(out / FINETUNED), "labels": labels, **metrics,
+            "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"], "epochs": trainer.epoch,
+            "history": trainer.history}
+
+
+def fresh_model(name: str, labels: list[str], fe: FrontEnd) -> torch.nn.Module:
+    from edgetune.nets import available_models, create_model
+
+    if name not in available_models():
+        raise EdgetuneError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
+    return create_model(name, n_classes=len(labels), n_frames=fe.n_frames, n_mels=fe.n_mels)
+
+
+def _teacher(path, labels):
+    if not path:
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt["labels"] != labels:
+        raise EdgetuneError(f"{path}: the teacher's labels {ckpt['labels']} differ from the data's "
+                            f"{labels}; distil from a model fine-tuned on this dataset")
+    return model_from_checkpoint(ckpt)
+
+
+def _scratch(like, labels, fe, tensors, cfg, test_feats, progress) -> float:
+    """The same architecture from random weights, with the same data and budget."""
+    from edgetune.nets import create_model
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(like.arch, n_classes=len(labels), n_frames=fe.n_frames, n_mels=fe.n_mels,
+                         **like.arch_config)
+    scratch_cfg = TrainConfig.from_dict({**cfg.to_dict(), "freeze": 0, "conv_lr_scale": 1.0})
+    best = Trainer(model, fe, tensors.train, tensors.val, scratch_cfg, tensors.noise,
+                   progress=progress).run()
+    return accuracy(predict(best, test_feats, torch.device("cpu")), tensors.test.targets)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def eval_checkpoint(ckpt: dict, clips: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Predicted class indices for [N, samples] clips through the host front end."""
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    dev = resolve_device(device)
+    feats = features_of(fe, torch.from_numpy(clips), dev)
+    model = model_from_checkpoint(ckpt).to(dev)
+    return predict(model, feats, dev).argmax(1).numpy()

@@ -1,0 +1,267 @@
+"""The training loop: AdamW, warm-up + cosine, label smoothing, optional distillation
+and adversarial examples; CUDA with mixed precision when present; seeded; resumable.
+
+Clips live in memory as one [N, samples] tensor; each batch is augmented as
+waveforms, turned into log-mel on the training device, then SpecAugment-masked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgetune.data.augment import AugmentConfig, Augmenter
+from edgetune.frontend import FrontEnd
+from edgetune.train.features import LogMel
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    conv_lr_scale: float = 1.0  # learning rate of everything but the head, relative to lr
+    freeze: int = 0  # first N blocks of model.blocks kept fixed
+    distill_alpha: float = 0.5  # weight of the teacher's soft labels when a teacher is given
+    distill_temperature: float = 2.0
+    adversarial: str | None = None  # "fgsm" | "pgd" on the log-mel input
+    epsilon: float = 0.5  # log-mel units (natural log of power)
+    pgd_steps: int = 3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        aug = d.pop("augment", None)
+        return cls(**d, augment=AugmentConfig(**aug) if aug else AugmentConfig())
+
+
+@dataclass
+class Split:
+    clips: torch.Tensor  # [N, samples] float32
+    targets: torch.Tensor  # [N] int64
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from edgetune.errors import EdgetuneError
+
+        raise EdgetuneError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Head at lr, the rest at lr * conv_lr_scale; frozen blocks left out."""
+    frozen = {id(p) for block in list(model.blocks)[: cfg.freeze] for p in block.parameters()}
+    head = {id(p) for p in model.classifier.parameters()}
+    groups = {"head": [], "body": []}
+    for p in model.parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+        elif p.requires_grad:
+            groups["head" if id(p) in head else "body"].append(p)
+    out = [{"params": groups["head"], "lr": cfg.lr}]
+    if groups["body"]:
+        out.append({"params": groups["body"], "lr": cfg.lr * cfg.conv_lr_scale})
+    return out
+
+
+def set_frozen_eval(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Frozen blocks keep their batch-norm statistics too."""
+    for block in list(model.blocks)[: cfg.freeze]:
+        block.eval()
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, features: torch.Tensor, device: torch.device,
+            batch_size: int = 256) -> torch.Tensor:
+    """Logits for precomputed features, on CPU."""
+    model.eval()
+    out = [model(features[i : i + batch_size].to(device)).float().cpu()
+           for i in range(0, len(features), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def features_of(fe: FrontEnd, clips: torch.Tensor, device: torch.device,
+                batch_size: int = 512) -> torch.Tensor:
+    logmel = LogMel(fe).to(device)
+    return torch.cat([logmel(clips[i : i + batch_size].to(device)).cpu()
+                      for i in range(0, len(clips), batch_size)])
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((logits.argmax(1) == targets).float().mean()) if len(targets) else float("nan")
+
+
+class Trainer:
+    """Fits `model` on in-memory clips; `run()` returns the best model by validation accuracy."""
+
+    def __init__(self, model, fe: FrontEnd, train: Split, val: Split, cfg: TrainConfig,
+                 noise: list[torch.Tensor], teacher=None, log_path: Path | None = None,
+                 state_path: Path | None = None, progress: bool = False):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.fe, self.train, self.progress = cfg, fe, train, progress
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.logmel = LogMel(fe).to(self.device)
+        self.val_features = features_of(fe, val.clips, self.device)
+        self.val_targets = val.targets
+        self.augment = Augmenter(cfg.augment, fe.sample_rate, noise, seed=cfg.seed)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed + 1)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), weight_decay=cfg.weight_decay)
+        steps_per_epoch = max(math.ceil(len(train.targets) / cfg.batch_size), 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
+            cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.log_path, self.state_path = log_path, state_path
+        self.epoch, self.best_acc, self.best_state, self.history = 0, -1.0, None, []
+
+    # -- one step ---------------------------------------------------------
+    def _loss(self, feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, enabled=self.amp):
+            logits = self.model(feats)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            if self.teacher is not None:
+                t = self.cfg.distill_temperature
+                with torch.no_grad():
+                    soft = F.softmax(self.teacher(feats).float() / t, dim=1)
+                kd = F.kl_div(F.log_softmax(logits.float() / t, dim=1), soft, reduction="batchmean")
+                loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * kd * t * t
+        return loss, logits
+
+    def _adversarial(self, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """FGSM (one step) or PGD (several, projected) perturbation of the features."""
+        eps, steps = self.cfg.epsilon, (1 if self.cfg.adversarial == "fgsm" else self.cfg.pgd_steps)
+        step_size = eps if steps == 1 else 2.5 * eps / steps
+        adv = feats.detach().clone()
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            loss = F.cross_entropy(self.model(adv), y)
+            (grad,) = torch.autograd.grad(loss, adv)
+            adv = (adv.detach() + step_size * grad.sign())
+            adv = feats + (adv - feats).clamp(-eps, eps)
+        return adv.detach()
+
+    def _step(self, idx: torch.Tensor) -> tuple[float, float]:
+        x = self.augment.waveform(self.train.clips[idx].to(self.device))
+        y = self.train.targets[idx].to(self.device)
+        with torch.no_grad():
+            feats = self.augment.features(self.logmel(x))
+        if self.cfg.adversarial:
+            feats = torch.cat([feats, self._adversarial(feats, y)])
+            y = torch.cat([y, y])
+        loss, logits = self._loss(feats, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss), float((logits.argmax(1) == y).float().mean())
+
+    # -- epochs -----------------------------------------------------------
+    def run_epoch(self) -> dict:
+        self.model.train()
+        set_frozen_eval(self.model, self.cfg)
+        order = torch.randperm(len(self.train.targets), generator=self.shuffle)
+        batches = list(order.split(self.cfg.batch_size))
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                       unit="batch", leave=False)
+        losses, accs, t0 = [], [], time.time()
+        for idx in batches:
+            loss, acc = self._step(idx)
+            losses.append(loss)
+            accs.append(acc)
+            if bar:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accs[-20:]):.3f}")
+                bar.update()
+        if bar:
+            bar.close()
+        val_acc = accuracy(predict(self.model, self.val_features, self.device), self.val_targets)
+        self.epoch += 1
+        return {"epoch": self.epoch, "train_loss": round(float(np.mean(losses)), 4),
+                "train_accuracy": round(float(np.mean(accs)), 4), "val_accuracy": round(val_acc, 4),
+                "seconds": round(time.time() - t0, 2),
+                "samples_per_s": round(len(order) / max(time.time() - t0, 1e-9), 1)}
+
+    def run(self, on_epoch: Callable[[dict], None] | None = None) -> torch.nn.Module:
+        while self.epoch < self.cfg.epochs:
+            record = self.run_epoch()
+            if record["val_accuracy"] > self.best_acc or self.best_state is None:
+                self.best_acc = record["val_accuracy"]
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            record["best_val_accuracy"] = self.best_acc
+            self.history.append(record)
+            if self.log_path:
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if self.state_path:
+                self.save_state(self.state_path)
+            if on_epoch:
+                on_epoch(record)
+        best = copy.deepcopy(self.model).cpu()
+        best.load_state_dict(self.best_state)
+        return best.eval()
+
+    # -- resume -----------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "best_state": self.best_state,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"augment": self.augment.g.get_state(), "shuffle": self.shuffle.get_state(),
+                    "torch": torch.get_rng_state()},
+        }
+
+    def save_state(self, path: Path) -> None:
+        from edgetune.train.checkpoint import atomic_torch_save
+
+        atomic_torch_save({"format": "edgetune.trainstate/1", "train_state": self.state()}, path)
+
+    def load_state(self, state: dict) -> None:
+        self.epoch, self.best_acc, self.history = state["epoch"], state["best_acc"], state["history"]
+        self.model.load_state_dict(state["model"])
+        self.best_state = state["best_state"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.augment.g.set_state(state["rng"]["augment"])
+        self.shuffle.set_state(state["rng"]["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
