@@ -24,14 +24,16 @@ def classification_report(y_true, y_pred, labels: list[str]) -> dict:
     f1 = np.divide(2 * precision * recall, precision + recall,
                    out=np.zeros_like(tp), where=(precision + recall) > 0)
     per_class = {
-        lab: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
-              "f1": round(float(f1[i]), 4), "support": int(support[i])}
+        lab: {"precision": float(precision[i]), "recall": float(recall[i]),
+              "f1": float(f1[i]), "support": int(support[i]),
+              "predicted": int(predicted[i])}
         for i, lab in enumerate(labels)
     }
     n = int(len(y_true))
     return {
-        "accuracy": round(float(tp.sum() / n), 4) if n else None,
+        "accuracy": float(tp.sum() / n) if n else None,
         "n": n,
+        "correct": int(tp.sum()),
         "per_class": per_class,
         "confusion": cm.tolist(),
         "labels": list(labels),

@@ -142,3 +142,29 @@ def test_silence_is_cut_from_split_specific_noise(tone_dataset):
     assert {e.split for e in silence} == {"train", "val", "test"}
     clips = ClipLoader(FrontEnd()).clips(silence[:5])
     assert clips.shape == (5, 16000) and np.isfinite(clips).all()
+
+
+def test_which_split_is_tensorflows_rule():
+    import hashlib
+    import re
+
+    from edgetune.data.dataset import speaker_of
+
+    def tf_which_set(filename, validation_percentage=10, testing_percentage=10):
+        # tensorflow/examples/speech_commands/input_data.py, verbatim logic
+        base_name = os.path.basename(filename)
+        hash_name = re.sub(r"_nohash_.*$", "", base_name)
+        hash_name_hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+        percentage_hash = (int(hash_name_hashed, 16) % ((2**27 - 1) + 1)) * (100.0 / (2**27 - 1))
+        if percentage_hash < validation_percentage:
+            return "val"
+        if percentage_hash < (testing_percentage + validation_percentage):
+            return "test"
+        return "train"
+
+    names = [f"{hashlib.md5(str(i).encode()).hexdigest()[:8]}_nohash_{i % 3}.wav" for i in range(3000)]
+    got = [which_split(speaker_of(n)) for n in names]
+    assert got == [tf_which_set(n) for n in names]
+    share = {s: got.count(s) / len(got) for s in ("train", "val", "test")}
+    assert 0.07 < share["val"] < 0.13 and 0.07 < share["test"] < 0.13
+    assert speaker_of("abc_nohash_2.wav") == "abc" and speaker_of("dir/clip7.wav") == "clip7"

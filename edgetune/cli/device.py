@@ -1,7 +1,362 @@
-"""device commands."""
+"""device commands: verify, devices, bench, listen, stream-eval.
+
+Each command imports its edgetune.runtime module inside the function (no torch, ever),
+calls one function and prints. User mistakes are EdgetuneError -> `error: ...`, exit 1.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
-COMMANDS: list[click.Command] = []
+from edgetune.cli.common import echo_json, progress_enabled
+
+_SPLITS = click.Choice(["train", "val", "test", "all"])
+
+
+def _stream_options(f):
+    for opt in reversed(
+        [
+            click.option(
+                "--hop-ms",
+                type=float,
+                default=None,
+                help="Inference every N ms (default: the model's).",
+            ),
+            click.option(
+                "--average-ms", type=float, default=None, help="Posterior smoothing window in ms."
+            ),
+            click.option(
+                "--threshold",
+                type=float,
+                default=None,
+                help="Smoothed confidence needed to report (0-1).",
+            ),
+            click.option(
+                "--suppress-ms",
+                type=float,
+                default=None,
+                help="Refractory time after a detection in ms.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@click.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(),
+    help="Folder of <label>/<clip>.wav, or a CSV manifest.",
+)
+@click.option("--split", type=_SPLITS, default="test", show_default=True)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Goal (default: the model's, else 0.90).",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="onnxruntime threads (default: all cores).",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def verify_cmd(model, data, split, min_accuracy, batch_size, threads, out, as_json):
+    """Score an exported MODEL on a labelled split; exit 1 below the accuracy goal."""
+    from edgetune.runtime.verify import (
+        GoalNotMet,
+        failure_message,
+        format_report,
+        verify,
+        write_json_atomic,
+    )
+
+    report = verify(
+        model, data, split, min_accuracy, batch_size, threads, progress=progress_enabled()
+    )
+    if out:
+        write_json_atomic(out, report)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(format_report(report))
+    if not report["passed"]:
+        raise GoalNotMet(failure_message(report))
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as one JSON object.")
+def devices_cmd(as_json):
+    """List the device profiles (devices/*.toml, or $EDGETUNE_DEVICES)."""
+    from edgetune.runtime.devices import devices_dir, load_profiles
+
+    profiles = load_profiles()
+    if as_json:
+        echo_json({name: p.to_dict() for name, p in profiles.items()})
+        return
+    click.echo(f"device profiles in {devices_dir()}")
+    click.echo(
+        f"{'name':<22} {'cores':>5} {'thr':>3} {'RAM MB':>7} {'model kB':>8} {'lat ms':>6} {'prec':>5}  description"
+    )
+    for name, p in profiles.items():
+        click.echo(
+            f"{name:<22} {p.cores:>5} {p.threads:>3} {p.memory_mb:>7} {p.model_size_budget_kb:>8g} "
+            f"{p.latency_budget_ms:>6g} {p.precision:>5}  {p.description}"
+        )
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--device", default=None, help="Device profile name (see `edgetune devices`) or a .toml file."
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1),
+    default=60.0,
+    show_default=True,
+    help="Audio for the streaming run.",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(5),
+    default=200,
+    show_default=True,
+    help="Timed inferences per setting.",
+)
+@click.option(
+    "--threads", type=click.IntRange(1), default=None, help="Override the profile's thread count."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON result here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def bench_cmd(model, device, seconds, runs, threads, out, as_json):
+    """Front-end cost, latency, real-time factor and memory; with --device, exit 1 over a budget."""
+    from edgetune.runtime.bench import BudgetExceeded, bench, failure_message, format_bench
+    from edgetune.runtime.verify import write_json_atomic
+
+    r = bench(model, device=device, seconds=seconds, runs=runs, threads=threads)
+    if out:
+        write_json_atomic(out, r)
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(format_bench(r))
+    if not r["passed"]:
+        raise BudgetExceeded(failure_message(r))
+
+
+@click.command("listen")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("stdin", required=False, metavar="[-]")
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Play an audio file through the model.",
+)
+@click.option("--fast", is_flag=True, help="With --file: as fast as possible, not in real time.")
+@click.option(
+    "--rate",
+    type=click.IntRange(1000),
+    default=16000,
+    show_default=True,
+    help="Sample rate of PCM on stdin.",
+)
+@click.option("--input-device", default=None, help="Microphone index or name (see --list-devices).")
+@click.option("--list-devices", is_flag=True, help="List input devices and exit.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop the microphone after N s of audio.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="onnxruntime threads (default: all cores).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per detection, then the summary."
+)
+@_stream_options
+def listen_cmd(
+    model,
+    stdin,
+    file_,
+    fast,
+    rate,
+    input_device,
+    list_devices,
+    seconds,
+    threads,
+    as_json,
+    hop_ms,
+    average_ms,
+    threshold,
+    suppress_ms,
+):
+    """Detect sounds live: microphone (default), --file X.wav, or `-` for raw s16le mono PCM on stdin.
+
+    Prints one line per detection (time, label, confidence) and a summary at the end or on Ctrl-C."""
+    from edgetune.runtime import listen as L
+    from edgetune.runtime.model import load_model
+    from edgetune.runtime.stream import StreamEngine
+
+    if list_devices:
+        devs = L.list_input_devices()
+        if as_json:
+            echo_json({"input_devices": devs})
+        elif not devs:
+            click.echo(
+                "no input devices found (is a microphone plugged in, or a sound server running?)"
+            )
+        else:
+            for d in devs:
+                star = "*" if d["default"] else " "
+                click.echo(
+                    f"{star}{d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:g} Hz)"
+                )
+        return
+    if stdin not in (None, "-"):
+        raise click.UsageError(
+            f"unexpected argument {stdin!r}; use --file {stdin} for a file, or `-` for stdin"
+        )
+    if file_ and stdin:
+        raise click.UsageError("give --file or `-`, not both")
+    if fast and not file_:
+        raise click.UsageError("--fast goes with --file")
+
+    engine = StreamEngine(
+        load_model(model, threads=threads),
+        hop_ms=hop_ms,
+        average_ms=average_ms,
+        threshold=threshold,
+        suppress_ms=suppress_ms,
+    )
+
+    def show(d):
+        if as_json:
+            click.echo(json.dumps({"event": "detection", **d.to_dict()}))
+        else:
+            click.echo(f"{d.time_s:9.2f} s  {d.label:<16} {d.confidence:.3f}")
+        sys.stdout.flush()
+
+    def ready(source):
+        click.echo(f"listening on {source} (Ctrl-C to stop)", err=True)
+
+    if file_:
+        summary = L.listen_file(engine, file_, fast=fast, on_detection=show)
+    elif stdin == "-":
+        summary = L.listen_pcm(engine, L.read_stdin(), rate=rate, on_detection=show)
+    else:
+        summary = L.listen_microphone(
+            engine, device=input_device, seconds=seconds, on_detection=show, on_ready=ready
+        )
+    if as_json:
+        echo_json({"event": "summary", **summary.to_dict()})
+    else:
+        click.echo(summary.format(), err=True)
+
+
+@click.command("stream-eval")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--stream",
+    "wav",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Long test stream (wav).",
+)
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Its truth CSV: label,onset_s[,offset_s].",
+)
+@click.option(
+    "--tolerance-ms",
+    type=click.FloatRange(0),
+    default=750.0,
+    show_default=True,
+    help="How long after a word ends a detection still counts.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Grid-search average/threshold/suppression (use a validation stream).",
+)
+@click.option(
+    "--max-fa-per-hour",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="With --calibrate: false-accept bound.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON result here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_stream_options
+def stream_eval_cmd(
+    model,
+    wav,
+    truth,
+    tolerance_ms,
+    calibrate,
+    max_fa_per_hour,
+    out,
+    as_json,
+    hop_ms,
+    average_ms,
+    threshold,
+    suppress_ms,
+):
+    """Streaming accuracy of MODEL on a long stream with truth (TensorFlow's test_streaming_accuracy)."""
+    from edgetune.runtime import streameval as S
+    from edgetune.runtime.verify import write_json_atomic
+
+    if calibrate:
+        if average_ms is not None or threshold is not None or suppress_ms is not None:
+            raise click.UsageError(
+                "--calibrate searches --average-ms, --threshold and --suppress-ms; give only --hop-ms"
+            )
+        r = S.calibrate(model, wav, truth, tolerance_ms, max_fa_per_hour, hop_ms=hop_ms)
+    else:
+        r = S.stream_eval(
+            model, wav, truth, tolerance_ms, hop_ms, average_ms, threshold, suppress_ms
+        )
+    if out:
+        write_json_atomic(out, r)
+    if as_json:
+        echo_json(r)
+        return
+    if calibrate:
+        b = r["best"]
+        click.echo(S.format_eval(r["result"]))
+        met = "meets" if r["constraint_met"] else "no setting met"
+        click.echo(
+            f"\nbest of {r['grid_size']} settings ({met} <= {r['max_fa_per_hour']:g} false accepts/hour): "
+            f"--hop-ms {b['hop_ms']:g} --average-ms {b['average_ms']:g} --threshold {b['threshold']:g} --suppress-ms {b['suppress_ms']:g}"
+        )
+        if r["note"]:
+            click.echo(f"note: {r['note']}")
+    else:
+        click.echo(S.format_eval(r))
+
+
+COMMANDS: list[click.Command] = [verify_cmd, devices_cmd, bench_cmd, listen_cmd, stream_eval_cmd]

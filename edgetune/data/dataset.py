@@ -56,6 +56,7 @@ class Dataset:
     examples: list[Example]
     labels: list[str]
     noise_files: list[str] = field(default_factory=list)
+    mapped_to_unknown: list[str] = field(default_factory=list)  # data labels outside `labels`
 
     def split(self, name: str) -> list[Example]:
         if name == "all":
@@ -124,7 +125,8 @@ def load_dataset(
     examples = _map_labels(raw, labels, source)
     if silence and SILENCE in labels and noise and not any(e.label == SILENCE for e in examples):
         examples += _silence_examples(examples, noise)
-    return Dataset(root, examples, list(labels), noise)
+    mapped = sorted({e.label for e in raw} - set(labels))
+    return Dataset(root, examples, list(labels), noise, mapped)
 
 
 def _scan_folder(root: Path) -> list[Example]:

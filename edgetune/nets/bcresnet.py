@@ -192,10 +192,13 @@ class BCResNet(nn.Module):
     @property
     def channels(self) -> list[int]:
         """Widths read back from the modules (so they follow pruning)."""
-        head = self.blocks[0][0].out_channels
-        stages = [stage[0].f2_conv.out_channels for stage in self.blocks[1:5]]
-        tail = self.blocks[5][1].out_channels
-        return [head, *stages, tail]
+        return [m.out_channels for m in self.width_modules()]
+
+    def width_modules(self) -> list[nn.Module]:
+        """The conv whose output width is each entry of `channels` (one coupled
+        group each: the residual and broadcast sums tie a whole stage together)."""
+        return [self.blocks[0][0], *(stage[0].expand[0] for stage in self.blocks[1:5]),
+                self.blocks[5][1]]
 
     @property
     def arch_config(self) -> dict:

@@ -99,7 +99,11 @@ class DSCNN(nn.Module):
     @property
     def channels(self) -> list[int]:
         """Widths read back from the modules (so they follow pruning)."""
-        return [self.blocks[0][0].out_channels] + [b.pw.out_channels for b in self.blocks[1:]]
+        return [m.out_channels for m in self.width_modules()]
+
+    def width_modules(self) -> list[nn.Module]:
+        """The conv whose output width is each entry of `channels` (one coupled group each)."""
+        return [self.blocks[0][0]] + [b.pw for b in self.blocks[1:]]
 
     @property
     def arch_config(self) -> dict:

@@ -14,6 +14,6 @@ Modules, one concern each:
   listen      file, stdin or microphone into the engine
   streameval  long test streams with truth, streaming accuracy, calibration
 
-This package's __init__ imports nothing, so `import edgetune.runtime.dataset`
+This package's __init__ imports nothing, so importing one module
 costs no onnxruntime start-up.
 """

@@ -20,7 +20,16 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         _toml = None
 
-REQUIRED = ("description", "cpu", "cores", "threads", "memory_mb", "model_size_budget_kb", "latency_budget_ms", "precision")
+REQUIRED = (
+    "description",
+    "cpu",
+    "cores",
+    "threads",
+    "memory_mb",
+    "model_size_budget_kb",
+    "latency_budget_ms",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -55,14 +64,18 @@ def devices_dir() -> Path:
 
 def _parse(path: Path) -> DeviceProfile:
     if _toml is None:
-        raise DeviceError("reading device profiles needs Python 3.11 (tomllib) or `pip install tomli`")
+        raise DeviceError(
+            "reading device profiles needs Python 3.11 (tomllib) or `pip install tomli`"
+        )
     try:
         d = _toml.loads(path.read_text())
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
         raise DeviceError(f"{path}: not valid TOML ({e}); fix the profile") from None
     missing = [k for k in REQUIRED if k not in d]
     if missing:
-        raise DeviceError(f"{path}: profile lacks {', '.join(missing)}; add them (see devices/raspberry-pi-4.toml)")
+        raise DeviceError(
+            f"{path}: profile lacks {', '.join(missing)}; add them (see devices/raspberry-pi-4.toml)"
+        )
     if d["precision"] not in ("fp32", "int8"):
         raise DeviceError(f"{path}: precision {d['precision']!r} is not fp32 or int8")
     known = {f for f in DeviceProfile.__dataclass_fields__} - {"name", "path"}
@@ -81,7 +94,9 @@ def _parse(path: Path) -> DeviceProfile:
             model_size_budget_kb=float(d["model_size_budget_kb"]),
             latency_budget_ms=float(d["latency_budget_ms"]),
             precision=str(d["precision"]),
-            memory_budget_mb=None if d.get("memory_budget_mb") is None else float(d["memory_budget_mb"]),
+            memory_budget_mb=None
+            if d.get("memory_budget_mb") is None
+            else float(d["memory_budget_mb"]),
             rtf_budget=float(d.get("rtf_budget", 0.5)),
         )
     except (TypeError, ValueError) as e:
@@ -92,7 +107,9 @@ def load_profiles(folder: str | os.PathLike | None = None) -> dict[str, DevicePr
     """name -> profile, for every *.toml in the devices folder."""
     folder = Path(folder) if folder is not None else devices_dir()
     if not folder.is_dir():
-        raise DeviceError(f"{folder}: no devices folder; set EDGETUNE_DEVICES to a folder of *.toml profiles")
+        raise DeviceError(
+            f"{folder}: no devices folder; set EDGETUNE_DEVICES to a folder of *.toml profiles"
+        )
     return {p.stem: _parse(p) for p in sorted(folder.glob("*.toml"))}
 
 
@@ -103,5 +120,7 @@ def get_profile(name: str, folder: str | os.PathLike | None = None) -> DevicePro
         return _parse(p)
     profiles = load_profiles(folder)
     if name not in profiles:
-        raise DeviceError(f"no device profile {name!r}; known: {', '.join(profiles) or 'none'} (see `edgetune devices`)")
+        raise DeviceError(
+            f"no device profile {name!r}; known: {', '.join(profiles) or 'none'} (see `edgetune devices`)"
+        )
     return profiles[name]

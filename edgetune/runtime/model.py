@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,12 +37,16 @@ class StreamSettings:
     suppress_ms: float = 1500.0  # refractory time after a detection
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "StreamSettings":
+    def from_dict(cls, d: dict | None) -> StreamSettings:
         d = dict(d or {})
-        known = {k: float(d[k]) for k in ("hop_ms", "average_ms", "threshold", "suppress_ms") if d.get(k) is not None}
+        known = {
+            k: float(d[k])
+            for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")
+            if d.get(k) is not None
+        }
         return cls(**known)
 
-    def replace(self, **overrides) -> "StreamSettings":
+    def replace(self, **overrides) -> StreamSettings:
         """A copy with the non-None overrides applied."""
         d = asdict(self)
         d.update({k: float(v) for k, v in overrides.items() if v is not None})
@@ -171,10 +174,14 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
         opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
+        session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: not a readable ONNX model ({first[:200]}); {EXPORT_HINT}") from None
+        raise ModelError(
+            f"{path}: not a readable ONNX model ({first[:200]}); {EXPORT_HINT}"
+        ) from None
 
     raw = dict(session.get_modelmeta().custom_metadata_map or {})
     meta = {k: _decode(v) for k, v in raw.items()}
@@ -185,11 +192,15 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
             f"and front end are unknown); {EXPORT_HINT}"
         )
     if fmt != FORMAT:
-        raise ModelError(f"{path}: format {fmt!r}, this edgetune reads {FORMAT!r}; re-export it or upgrade edgetune")
+        raise ModelError(
+            f"{path}: format {fmt!r}, this edgetune reads {FORMAT!r}; re-export it or upgrade edgetune"
+        )
 
     labels = meta.get("edgetune.labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise ModelError(f"{path}: `edgetune.labels` is missing or not a list of names; re-export it")
+        raise ModelError(
+            f"{path}: `edgetune.labels` is missing or not a list of names; re-export it"
+        )
     fe_dict = meta.get("edgetune.frontend")
     if not isinstance(fe_dict, dict):
         raise ModelError(f"{path}: `edgetune.frontend` is missing; re-export it")
@@ -210,7 +221,9 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
         )
     shape = list(inputs[INPUT_NAME].shape)
     want = [None, 1, frontend.n_frames, frontend.n_mels]
-    if len(shape) != 4 or any(isinstance(s, int) and w is not None and s != w for s, w in zip(shape, want)):
+    if len(shape) != 4 or any(
+        isinstance(s, int) and w is not None and s != w for s, w in zip(shape, want)
+    ):
         raise ModelError(
             f"{path}: input `features` has shape {shape}, but its front end makes "
             f"[batch, 1, {frontend.n_frames}, {frontend.n_mels}]; re-export it"
@@ -237,21 +250,3 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
         file_bytes=path.stat().st_size,
         session=session,
     )
-
-
-class Timer:
-    """Accumulates perf_counter time of the blocks it wraps (`with timer:`)."""
-
-    def __init__(self):
-        self.total = 0.0
-        self.samples: list[float] = []
-
-    def __enter__(self):
-        self._t = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        dt = time.perf_counter() - self._t
-        self.total += dt
-        self.samples.append(dt)
-        return False

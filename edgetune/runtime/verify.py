@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.audio import load_audio
-from edgetune.errors import EdgetuneError
-from edgetune.frontend import clip_features
-from edgetune.runtime.dataset import labelled_clips, normalise_split
+from edgetune.data.dataset import ClipLoader, load_dataset
+from edgetune.errors import DataError, EdgetuneError
+from edgetune.frontend import log_mel
+from edgetune.metrics import classification_report
 from edgetune.runtime.model import Recogniser, load_model
 
 DEFAULT_MIN_ACCURACY = 0.90
@@ -39,23 +39,27 @@ def verify(
 
     min_accuracy: None takes the model's goal (`edgetune.goal.min_accuracy`), else 0.90."""
     rec = model if isinstance(model, Recogniser) else load_model(model, threads=threads)
-    split = normalise_split(split)
-    pairs, mapped = labelled_clips(data, split, rec.labels)
+    ds = load_dataset(data, labels=rec.labels)
+    examples = ds.split(split)
+    if not examples:
+        raise DataError(f"{data}: no clips in the {split} split; try --split all")
+    index = {lab: i for i, lab in enumerate(rec.labels)}
     fe = rec.frontend
+    loader = ClipLoader(fe)
     if min_accuracy is None:
         min_accuracy = rec.min_accuracy if rec.min_accuracy is not None else DEFAULT_MIN_ACCURACY
 
     t0 = time.perf_counter()
-    preds = np.empty(len(pairs), np.int64)
-    truth = np.array([c for _, c in pairs], np.int64)
+    preds = np.empty(len(examples), np.int64)
+    truth = np.array([index[e.label] for e in examples], np.int64)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(pairs), unit="clip", desc="verify", leave=False)
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        feats = np.stack([clip_features(fe, load_audio(p, fe.sample_rate)) for p, _ in chunk])
+        bar = tqdm(total=len(examples), unit="clip", desc="verify", leave=False)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        feats = np.stack([log_mel(fe, loader.clip(e))[None] for e in chunk])
         preds[start : start + len(chunk)] = rec.predict_features(feats).argmax(axis=1)
         if bar is not None:
             bar.update(len(chunk))
@@ -71,42 +75,15 @@ def verify(
         precision=rec.precision,
         data=str(data),
         split=split,
-        mapped_to_unknown=mapped,
+        mapped_to_unknown=ds.mapped_to_unknown,
         seconds=round(seconds, 3),
     )
     return report
 
 
 def score(truth: np.ndarray, preds: np.ndarray, labels: list[str]) -> dict:
-    """accuracy, n, confusion (rows: true, columns: predicted) and per-class figures."""
-    k = len(labels)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (truth, preds), 1)
-    n = int(len(truth))
-    correct = int(np.trace(confusion))
-    per_class = {}
-    for i, lab in enumerate(labels):
-        support = int(confusion[i].sum())
-        predicted = int(confusion[:, i].sum())
-        if support == 0 and predicted == 0:
-            continue
-        tp = int(confusion[i, i])
-        precision = tp / predicted if predicted else None
-        recall = tp / support if support else None
-        f1 = (
-            2 * precision * recall / (precision + recall)
-            if precision is not None and recall is not None and precision + recall > 0
-            else (0.0 if precision is not None and recall is not None else None)
-        )
-        per_class[lab] = {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted}
-    return {
-        "accuracy": correct / n if n else 0.0,
-        "n": n,
-        "correct": correct,
-        "labels": list(labels),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
+    """accuracy, n, correct, confusion (rows: true) and per-class figures."""
+    return classification_report(truth, preds, labels)
 
 
 def _pct(x) -> str:
@@ -118,13 +95,19 @@ def format_report(r: dict) -> str:
     lines = [
         f"model     {r['model']} ({r['precision']})",
         f"data      {r['data']} [{r['split']}], {r['n']} clips"
-        + (f"; mapped to _unknown_: {', '.join(r['mapped_to_unknown'])}" if r.get("mapped_to_unknown") else ""),
+        + (
+            f"; mapped to _unknown_: {', '.join(r['mapped_to_unknown'])}"
+            if r.get("mapped_to_unknown")
+            else ""
+        ),
         "",
     ]
     width = max([5] + [len(lab) for lab in r["per_class"]])
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for lab, c in r["per_class"].items():
-        lines.append(f"{lab:<{width}}      {_pct(c['precision'])}   {_pct(c['recall'])}  {_pct(c['f1'])}  {c['support']:7d}")
+        lines.append(
+            f"{lab:<{width}}      {_pct(c['precision'])}   {_pct(c['recall'])}  {_pct(c['f1'])}  {c['support']:7d}"
+        )
     lines.append("")
     labels = r["labels"]
     conf = np.asarray(r["confusion"])

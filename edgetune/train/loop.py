@@ -71,6 +71,8 @@ def resolve_device(name: str) -> torch.device:
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """Head at lr, the rest at lr * conv_lr_scale; frozen blocks left out."""
+    if cfg.freeze == 0 and cfg.conv_lr_scale == 1.0:  # also for graphs without named blocks (QAT)
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
     frozen = {id(p) for block in list(model.blocks)[: cfg.freeze] for p in block.parameters()}
     head = {id(p) for p in model.classifier.parameters()}
     groups = {"head": [], "body": []}
@@ -87,6 +89,8 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
 
 def set_frozen_eval(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Frozen blocks keep their batch-norm statistics too."""
+    if cfg.freeze == 0:
+        return
     for block in list(model.blocks)[: cfg.freeze]:
         block.eval()
 

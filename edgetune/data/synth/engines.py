@@ -108,8 +108,8 @@ class EspeakEngine(Engine):
             variant = ESPEAK_VARIANTS[rng.integers(len(ESPEAK_VARIANTS))]
             pitch = int(rng.integers(15, 86))
             prange = int(rng.integers(20, 91))
-            # words come out ~0.35-0.75 s after trimming at these rates (real words: 0.41-1.0 s, median 0.59)
-            rate = int(rng.integers(10, 39)) * 5  # 95..190 wpm in steps of 5
+            # words come out 0.3-0.8 s (median ~0.48) after trimming (real words: 0.41-1.0 s, median 0.59)
+            rate = int(rng.integers(16, 34)) * 5  # 80..165 wpm in steps of 5
             speaker = f"espeak-{short}-{_safe(variant)}-p{pitch}-r{rate}"
             if speaker in seen:
                 continue
@@ -135,7 +135,7 @@ class EspeakEngine(Engine):
     def render(self, voice, word, utt, rng):
         lib = self.lib
         audio = lib.synth(word.text, f"{utt['lang']}+{voice.params['variant']}", utt["rate"], utt["pitch"],
-                          utt["range"])
+                          utt["range"], seed=int(rng.integers(2**31)))
         return audio.astype(np.float32) / 32768.0, float(lib.sample_rate)
 
 
@@ -159,7 +159,7 @@ class PiperEngine(Engine):
             if len(out) == n:
                 break
             warp = round(float(rng.uniform(0.84, 1.20)), 2)
-            length = round(float(rng.uniform(0.95, 1.45)), 2)
+            length = round(float(rng.uniform(1.3, 2.0)), 2)
             speaker = f"piper-joe-v{warp:.2f}-l{round(length * 100)}"
             if speaker in seen:
                 continue
@@ -181,7 +181,7 @@ class PiperEngine(Engine):
         }
         if word.vowel_langs:
             utt["lang"] = word.vowel_langs[rng.integers(len(word.vowel_langs))]
-            utt["length_scale"] = round(utt["length_scale"] * 1.3, 3)
+            utt["length_scale"] = round(utt["length_scale"] * 1.5, 3)
         return utt
 
     def render(self, voice, word, utt, rng):

@@ -60,7 +60,11 @@ def babble(n, rng, words: list[str], engines: dict, voices: dict, talkers: int =
     for k in range(talkers):
         stream = np.zeros(n, np.float64)
         pos = int(rng.integers(0, SR))
-        ename = names[k % len(names)]
+        # eSpeak talks fast and cheap; Piper (~20x slower) is one talker of the crowd
+        if "espeak" in names and "piper" in names:
+            ename = "piper" if k == talkers - 1 else "espeak"
+        else:
+            ename = names[k % len(names)]
         eng = engines[ename]
         voice = voices[ename][rng.integers(len(voices[ename]))]
         while pos < n:
@@ -101,7 +105,10 @@ def write_background_noise(out_dir: str | Path, seed: int, engines: dict, voices
                 continue
             x = babble(n, rng, words, engines, voices)
         # about -26 dBFS RMS with headroom; the loader mixes at its own SNR
-        x = x / (np.abs(x).max() + 1e-12) * 0.5 if np.abs(x).max() * 0.05 > 0.5 else x * 0.05
+        x = x * 0.05
+        peak = float(np.abs(x).max())
+        if peak > 0.9:
+            x *= 0.9 / peak
         write_audio(path, x, SR)
         written.append(name)
     return written

@@ -112,6 +112,7 @@ class PiperVoice:
             model, self.noise_inputs = path, []
             self.deterministic = False
         self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        self._ipa: dict[tuple[str, str], str] = {}
 
     def ids(self, ipa: str) -> list[int]:
         m = self.id_map
@@ -135,4 +136,7 @@ class PiperVoice:
         return np.asarray(audio, np.float32).reshape(-1)
 
     def phonemize(self, text: str, lang: str | None = None) -> str:
-        return self.espeak.phonemize(text, lang or self.espeak_voice)
+        key = (text, lang or self.espeak_voice)
+        if key not in self._ipa:  # a corpus says few distinct words: phonemize each once
+            self._ipa[key] = self.espeak.phonemize(*key)
+        return self._ipa[key]

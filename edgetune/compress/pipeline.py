@@ -1,0 +1,213 @@
+"""`edgetune compress`: fine-tuned -> pruned -> int8 (QAT), with a per-stage table.
+
+Pruning is iterative: each step removes a slice of channels (really removes
+them; the new widths go into arch_config) and then recovers with a short
+fine-tune distilled from the unpruned model. A step that takes validation
+accuracy under the floor (--min-accuracy, or the fine-tuned accuracy minus
+--max-drop) is undone, and pruning stops there. QAT then fine-tunes the pruned
+model with simulated int8 (distilled from the unpruned float model).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgetune.errors import EdgetuneError
+from edgetune.frontend import FrontEnd
+from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
+                                       model_from_checkpoint, save_checkpoint)
+from edgetune.train.finetune import load_tensors
+from edgetune.train.loop import Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
+
+PRUNED, QAT = "pruned.pt", "qat.pt"
+
+
+@dataclass
+class CompressConfig:
+    ratio: float | None = 0.5  # fraction of channels removed, when no budget is given
+    target_params: int | None = None
+    target_macs: int | None = None
+    criterion: str = "l2"
+    steps: int = 2
+    epochs_per_step: int = 4
+    qat_epochs: int = 4
+    lr: float = 2e-3
+    qat_lr: float = 5e-4
+    batch_size: int = 64
+    min_accuracy: float | None = None
+    max_drop: float | None = 0.01
+    device: str = "auto"
+    seed: int = 0
+
+
+def _train_cfg(cc: CompressConfig, epochs: int, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=cc.batch_size, warmup_epochs=0.5,
+                       distill_alpha=0.7, device=cc.device, seed=cc.seed)
+
+
+def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
+    """Per-step arguments for prune_model: ratios, or budgets shrinking geometrically."""
+    from edgetune.compress.prune import step_budgets, step_ratios
+    from edgetune.nets import count_macs, count_params
+
+    if cc.target_params or cc.target_macs:
+        p = step_budgets(count_params(model), cc.target_params, cc.steps) if cc.target_params else [None] * cc.steps
+        m = step_budgets(count_macs(model, shape), cc.target_macs, cc.steps) if cc.target_macs else [None] * cc.steps
+        return [{"target_params": a, "target_macs": b} for a, b in zip(p, m)]
+    return [{"ratio": r} for r in step_ratios(cc.ratio, cc.steps)]
+
+
+def prune_with_recovery(teacher, tensors, fe: FrontEnd, cc: CompressConfig, floor: float,
+                        progress: bool, log) -> tuple[torch.nn.Module, float, list[dict]]:
+    from edgetune.compress.prune import prune_model
+
+    shape = (1, 1, fe.n_frames, fe.n_mels)
+    model, best_acc, steps = copy.deepcopy(teacher), None, []
+    for i, kwargs in enumerate(_schedule(cc, teacher, shape), start=1):
+        candidate = prune_model(model, shape, criterion=cc.criterion, **kwargs)
+        trainer = Trainer(candidate, fe, tensors.train, tensors.val,
+                          _train_cfg(cc, cc.epochs_per_step, cc.lr), tensors.noise, teacher=teacher,
+                          progress=progress)
+        candidate = trainer.run()
+        record = {"step": i, **candidate_summary(candidate, shape), "val_accuracy": trainer.best_acc}
+        if trainer.best_acc < floor:
+            record["kept"] = False
+            steps.append(record)
+            log(f"prune step {i}: val {trainer.best_acc:.4f} under the floor {floor:.4f}; "
+                f"stopped, keeping step {i - 1}")
+            break
+        record["kept"] = True
+        steps.append(record)
+        log(f"prune step {i}: {record['params']:,} params, val {trainer.best_acc:.4f}")
+        model, best_acc = candidate, trainer.best_acc
+    return model, best_acc, steps
+
+
+def candidate_summary(model, shape) -> dict:
+    from edgetune.nets import count_macs, count_params
+
+    return {"params": count_params(model), "macs": count_macs(model, shape)}
+
+
+def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | Path | None = None,
+             cc: CompressConfig | None = None, command: str = "", progress: bool = False,
+             log=print) -> dict:
+    from edgetune.compress.qat import SCHEME, prepare_qat
+
+    cc = cc or CompressConfig()
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("quant"):
+        raise EdgetuneError(f"{checkpoint}: already quantized; compress the fine-tuned checkpoint")
+    out = Path(out) if out else checkpoint.parent
+    data = data or ckpt["meta"].get("data", {}).get("source")
+    if not data:
+        raise EdgetuneError(f"{checkpoint} records no dataset; pass --data DIR")
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    tensors = load_tensors(data, fe, labels=ckpt["labels"], progress=progress)
+    teacher = model_from_checkpoint(ckpt).eval()
+    device = resolve_device(cc.device)
+    val_feats = features_of(fe, tensors.val.clips, device)
+    test_feats = features_of(fe, tensors.test.clips, device)
+
+    def scores(model):
+        return (round(accuracy(predict(model, val_feats, device), tensors.val.targets), 4),
+                round(accuracy(predict(model, test_feats, device), tensors.test.targets), 4))
+
+    teacher_val, teacher_test = scores(teacher.to(device))
+    floor = cc.min_accuracy if cc.min_accuracy is not None else teacher_val - (cc.max_drop or 0.0)
+    data_info = {"source": str(data), "fingerprint": tensors.dataset.fingerprint(),
+                 "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
+    recipe = {**cc.__dict__, "command": command}
+
+    pruned, _, steps = prune_with_recovery(teacher, tensors, fe, cc, floor, progress, log)
+    pruned_val, pruned_test = scores(pruned.to(device))
+    pruned_ckpt = make_checkpoint(pruned.cpu(), labels=ckpt["labels"], frontend=fe, stage="pruned",
+                                  parent=lineage_link(checkpoint, ckpt), data=data_info,
+                                  recipe={**recipe, "steps_log": steps},
+                                  metrics={"val_accuracy": pruned_val, "test_accuracy": pruned_test})
+    save_checkpoint(pruned_ckpt, out / PRUNED)
+
+    qat = prepare_qat(pruned.cpu(), fe.n_frames, fe.n_mels)
+    trainer = Trainer(qat, fe, tensors.train, tensors.val, _train_cfg(cc, cc.qat_epochs, cc.qat_lr),
+                      tensors.noise, teacher=teacher, progress=progress)
+    qat = trainer.run()
+    qat_val, qat_test = scores(qat.to(device))
+    qat_ckpt = make_checkpoint(qat.cpu(), labels=ckpt["labels"], frontend=fe, stage="qat",
+                               parent=lineage_link(out / PRUNED, pruned_ckpt), data=data_info,
+                               recipe=recipe, quant=SCHEME,
+                               metrics={"val_accuracy": qat_val, "test_accuracy": qat_test},
+                               extra_meta={"params": pruned_ckpt["meta"]["params"],
+                                           "macs": pruned_ckpt["meta"]["macs"]})
+    save_checkpoint(qat_ckpt, out / QAT)
+    log(f"qat: val {qat_val:.4f} test {qat_test:.4f}")
+
+    stages = stage_table(ckpt, checkpoint, pruned_ckpt, out / PRUNED, qat_ckpt, out / QAT,
+                         {"finetuned": (teacher_val, teacher_test)}, tensors, fe, device)
+    write_stages(out, stages)
+    return {"pruned": str(out / PRUNED), "qat": str(out / QAT), "stages": stages, "prune_steps": steps,
+            "floor": floor}
+
+
+def stage_table(ft_ckpt, ft_path, pruned_ckpt, pruned_path, qat_ckpt, qat_path, known, tensors,
+                fe, device) -> list[dict]:
+    """base -> finetuned -> pruned -> int8 with real exported file sizes."""
+    rows = []
+    base_path = ft_ckpt["meta"]["recipe"].get("base")
+    if base_path and Path(base_path).exists():
+        base = load_checkpoint(base_path)
+        rows.append(_row("base", base, Path(base_path), ft_ckpt["meta"]["metrics"].get("base_test_accuracy"), None))
+    val, test = known["finetuned"]
+    rows.append(_row("finetuned", ft_ckpt, ft_path, test, val))
+    m = pruned_ckpt["meta"]["metrics"]
+    rows.append(_row("pruned", pruned_ckpt, pruned_path, m["test_accuracy"], m["val_accuracy"]))
+    m = qat_ckpt["meta"]["metrics"]
+    rows.append(_row("int8", qat_ckpt, qat_path, m["test_accuracy"], m["val_accuracy"]))
+    return rows
+
+
+def _row(stage, ckpt, path, test, val) -> dict:
+    fp32, int8 = onnx_sizes(path, ckpt)
+    return {"stage": stage, "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"],
+            "fp32_bytes": fp32, "int8_bytes": int8, "val_accuracy": val, "test_accuracy": test}
+
+
+def onnx_sizes(path: Path, ckpt: dict) -> tuple[int | None, int | None]:
+    """Bytes of the ONNX file this checkpoint exports to (fp32 for float, int8 for QAT)."""
+    from edgetune.export import metadata, to_onnx, torch_model
+
+    model, _, precision = torch_model(ckpt)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d) / "m.onnx"
+        to_onnx(model, FrontEnd.from_dict(ckpt["frontend"]), tmp, metadata(ckpt, precision, []))
+        size = tmp.stat().st_size
+    return (size, None) if precision == "fp32" else (None, size)
+
+
+def write_stages(out: Path, stages: list[dict]) -> None:
+    tmp = out / ".stages.json.tmp"
+    tmp.write_text(json.dumps(stages, indent=2))
+    os.replace(tmp, out / "stages.json")
+    (out / "stages.md").write_text(format_stages(stages) + "\n")
+
+
+def format_stages(stages: list[dict]) -> str:
+    def pct(x):
+        return "" if x is None else f"{100 * x:.2f}%"
+
+    def kb(x):
+        return "" if x is None else f"{x / 1024:.1f} KB"
+
+    lines = ["| stage | params | MACs | fp32 bytes | int8 bytes | val acc | test acc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in stages:
+        lines.append(f"| {s['stage']} | {s['params']:,} | {s['macs']:,} | {kb(s['fp32_bytes'])} | "
+                     f"{kb(s['int8_bytes'])} | {pct(s['val_accuracy'])} | {pct(s['test_accuracy'])} |")
+    return "\n".join(lines)

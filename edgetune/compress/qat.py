@@ -1,0 +1,97 @@
+"""Quantization-aware training to int8 with torchao's PT2E flow (FINDINGS.md).
+
+The float network is captured with `torch.export(strict=True)` (without strict
+the quantizer sees no source functions and silently inserts nothing), prepared
+with the X86 quantizer's QAT config (conv+BN folded and simulated, per-channel
+symmetric int8 weights, uint8 activations with learned EMA ranges), trained
+with distillation from the float model, then converted to a QDQ graph that the
+ONNX export turns into int8 convolutions in onnxruntime.
+
+A QAT checkpoint stores the float architecture plus the prepared graph's
+state_dict (weights and observer ranges); `qat_model_from_checkpoint` rebuilds
+the graph the same way and loads it, so nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgetune.errors import ModelError
+
+SCHEME = {"scheme": "qdq-int8", "per_channel": True, "weights": "int8-symmetric",
+          "activations": "uint8-affine", "quantizer": "torchao.pt2e.X86InductorQuantizer"}
+
+
+class QATModel(nn.Module):
+    """A prepared PT2E graph that behaves like an nn.Module for training and eval.
+
+    Exported graphs ignore .train()/.eval(); torchao's move_exported_model_to_*
+    switch batch norm and dropout instead."""
+
+    def __init__(self, graph: torch.fx.GraphModule, arch: str, arch_config: dict):
+        super().__init__()
+        self.graph = graph
+        self.arch, self.arch_config = arch, dict(arch_config)
+
+    def train(self, mode: bool = True):
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+
+def example_input(n_frames: int, n_mels: int, batch: int = 4) -> torch.Tensor:
+    return torch.randn(batch, 1, n_frames, n_mels)
+
+
+def capture(model: nn.Module, n_frames: int, n_mels: int) -> torch.fx.GraphModule:
+    """torch.export with a dynamic batch, strict (see module docstring)."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(model, (example_input(n_frames, n_mels),),
+                               dynamic_shapes=({0: batch},), strict=True).module()
+
+
+def count_fake_quant(graph: nn.Module) -> int:
+    return sum(1 for m in graph.modules() if "FakeQuantize" in type(m).__name__)
+
+
+def prepare_qat(model: nn.Module, n_frames: int, n_mels: int) -> QATModel:
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_qat=True))
+    graph = prepare_qat_pt2e(capture(model.train(), n_frames, n_mels), quantizer)
+    if count_fake_quant(graph) == 0:
+        raise ModelError(f"{model.arch}: the quantizer inserted no fake-quant modules; "
+                         "the int8 model would be fp32 (report this as a bug)")
+    return QATModel(graph, model.arch, model.arch_config).train()
+
+
+def convert(qat: QATModel) -> torch.fx.GraphModule:
+    """The QDQ graph for export (fake-quant replaced by quantize/dequantize ops)."""
+    import copy
+
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    qat.eval()
+    return convert_pt2e(copy.deepcopy(qat.graph))
+
+
+def qat_model_from_checkpoint(ckpt: dict) -> QATModel:
+    from edgetune.frontend import FrontEnd
+    from edgetune.nets import create_model
+
+    if not ckpt.get("quant"):
+        raise ModelError("not a QAT checkpoint (no `quant` entry); run `edgetune compress` first")
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    float_model = create_model(ckpt["arch"], n_classes=len(ckpt["labels"]), n_frames=fe.n_frames,
+                               n_mels=fe.n_mels, **ckpt["arch_config"])
+    qat = prepare_qat(float_model, fe.n_frames, fe.n_mels)
+    qat.load_state_dict(ckpt["state_dict"])
+    return qat.eval()

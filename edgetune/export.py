@@ -1,0 +1,192 @@
+"""`edgetune export --onnx`: one self-describing ONNX file, fp32 or int8, parity-checked.
+
+fp32 comes from any float checkpoint, int8 from a QAT checkpoint (QDQ graph).
+The file carries labels, front end, precision, stream settings, goal, metrics
+and lineage as metadata (DESIGN.md "ONNX contract"). After writing, it is run
+in onnxruntime on real clips and compared with torch; an int8 export whose
+optimized onnxruntime graph has no int8 convolutions is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgetune.errors import ModelError
+from edgetune.frontend import FrontEnd
+
+ONNX_FORMAT = "edgetune.onnx/1"
+OPSET = 18
+DEFAULT_STREAM = {"hop_ms": 100, "average_ms": 600, "threshold": 0.7, "suppress_ms": 1000}
+DEFAULT_GOAL = {"min_accuracy": 0.90}
+INT8_CONV_OPS = {"QLinearConv", "ConvInteger"}
+FP32_MAX_DIFF = 1e-4
+INT8_MIN_AGREEMENT = 0.99
+INT8_MAX_ACCURACY_GAP = 0.005
+
+
+def metadata(ckpt: dict, precision: str, lineage: list[dict], stream: dict | None = None,
+             goal: dict | None = None, device: str | None = None) -> dict[str, str]:
+    props = {
+        "edgetune.format": ONNX_FORMAT,
+        "edgetune.labels": ckpt["labels"],
+        "edgetune.frontend": ckpt["frontend"],
+        "edgetune.precision": precision,
+        "edgetune.stream": stream or DEFAULT_STREAM,
+        "edgetune.goal": goal or DEFAULT_GOAL,
+        "edgetune.metrics": ckpt["meta"].get("metrics", {}),
+        "edgetune.lineage": lineage,
+        "edgetune.arch": {"arch": ckpt["arch"], "params": ckpt["meta"].get("params"),
+                          "macs": ckpt["meta"].get("macs")},
+    }
+    if device:
+        props["edgetune.device"] = device
+    return {k: json.dumps(v) for k, v in props.items()}
+
+
+def lineage_of(path: Path, ckpt: dict) -> list[dict]:
+    """This checkpoint's hash and stage, then its recorded ancestors (one link each)."""
+    from edgetune.train.checkpoint import sha256_file
+
+    chain = [{"sha256": sha256_file(path), "stage": ckpt["meta"]["stage"]}]
+    parent = ckpt["meta"].get("parent")
+    while parent:
+        chain.append({"sha256": parent["sha256"], "stage": parent["stage"]})
+        parent = parent.get("parent")
+    return chain
+
+
+def torch_model(ckpt: dict) -> tuple[torch.nn.Module, torch.nn.Module, str]:
+    """(model to export, reference model for parity, precision)."""
+    from edgetune.train.checkpoint import model_from_checkpoint
+
+    if ckpt.get("quant"):
+        from edgetune.compress.qat import convert, qat_model_from_checkpoint
+
+        qat = qat_model_from_checkpoint(ckpt)
+        return convert(qat), qat, "int8"
+    model = model_from_checkpoint(ckpt).eval()
+    return model, model, "fp32"
+
+
+def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    x = torch.randn(2, 1, fe.n_frames, fe.n_mels)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each step
+        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=OPSET,
+                                    input_names=["features"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), verbose=False)
+    proto = program.model_proto
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def optimized_ops(path: Path) -> Counter:
+    """Op types of the graph onnxruntime actually runs (after its optimizations)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(d) / "optimized.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath).graph
+    return Counter(n.op_type for n in graph.node)
+
+
+def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets: np.ndarray | None,
+           precision: str) -> dict:
+    """Compare onnxruntime with torch on the same features."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ort_logits = np.concatenate([session.run(None, {"features": features[i : i + 256]})[0]
+                                 for i in range(0, len(features), 256)])
+    reference.eval()
+    with torch.no_grad():
+        ref_logits = torch.cat([reference(torch.from_numpy(features[i : i + 256]))
+                                for i in range(0, len(features), 256)]).numpy()
+    out = {"n": int(len(features)),
+           "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),
+           "top1_agreement": float((ort_logits.argmax(1) == ref_logits.argmax(1)).mean())}
+    if targets is not None and len(targets):
+        out["onnx_accuracy"] = float((ort_logits.argmax(1) == targets).mean())
+        out["torch_accuracy"] = float((ref_logits.argmax(1) == targets).mean())
+    if precision == "fp32":
+        out["passed"] = out["max_abs_diff"] <= FP32_MAX_DIFF
+    else:
+        gap = abs(out.get("onnx_accuracy", 0) - out.get("torch_accuracy", 0))
+        out["passed"] = out["top1_agreement"] >= INT8_MIN_AGREEMENT and gap <= INT8_MAX_ACCURACY_GAP
+    return out
+
+
+def parity_inputs(ckpt: dict, data: str | Path | None, limit: int = 2000):
+    """Real features (and targets) from the dataset: the test split, then val; random if none."""
+    from edgetune.data.dataset import ClipLoader, load_dataset
+    from edgetune.frontend import log_mel
+
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    source = data or ckpt["meta"].get("data", {}).get("source")
+    if not source or not Path(source).exists():
+        rng = np.random.default_rng(0)
+        return rng.normal(-4, 3, (64, 1, fe.n_frames, fe.n_mels)).astype(np.float32), None, "random"
+    ds = load_dataset(source, labels=ckpt["labels"])
+    examples = (ds.split("test") + ds.split("val"))[:limit]
+    clips = ClipLoader(fe).clips(examples)
+    feats = np.stack([log_mel(fe, c)[None] for c in clips]).astype(np.float32)
+    index = {lab: i for i, lab in enumerate(ckpt["labels"])}
+    return feats, np.array([index[e.label] for e in examples]), str(source)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str | Path | None = None,
+                device_profile: str | None = None) -> dict:
+    from edgetune.train.checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    model, reference, precision = torch_model(ckpt)
+    out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}-{precision}.onnx")
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    props = metadata(ckpt, precision, lineage_of(checkpoint, ckpt), device=device_profile)
+    to_onnx(model, fe, out, props)
+    ops = optimized_ops(out)
+    int8_convs = sum(ops[o] for o in INT8_CONV_OPS)
+    if precision == "int8" and int8_convs == 0:
+        out.unlink()
+        raise ModelError(f"{checkpoint}: the int8 export runs no int8 convolution in onnxruntime "
+                         f"(ops: {dict(ops)}); nothing was written")
+    feats, targets, source = parity_inputs(ckpt, data)
+    check = parity(out, reference, feats, targets, precision)
+    check["inputs"] = source
+    result = {"onnx": str(out), "precision": precision, "bytes": out.stat().st_size,
+              "int8_convs": int8_convs, "ops": dict(ops), "parity": check,
+              "labels": ckpt["labels"]}
+    if not check["passed"]:
+        raise ModelError(f"{out}: parity check failed ({json.dumps(check)}); the file is kept for "
+                         "inspection but should not be deployed")
+    return result

@@ -1,0 +1,307 @@
+"""`edgetune listen`: stdin PCM, Ctrl-C summary, PortAudio missing, and a virtual microphone.
+
+The microphone test follows DESIGN.md ("Virtual microphone"): a PulseAudio null sink
+whose monitor is the default input; it starts the daemon itself when none runs, and
+skips with the reason when PulseAudio or PortAudio is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from test_runtime import EVENTS, REPO, SR, make_model, run_cli, tone_stream
+
+CLI = "import sys; from edgetune.cli import main; sys.argv[0] = 'edgetune'; main()"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("listen") / "tones.onnx")
+
+
+@pytest.fixture(scope="module")
+def stream_wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("listen-audio") / "stream.wav"
+    sf.write(path, tone_stream(EVENTS, 14.0, seed=3), SR, subtype="PCM_16")
+    return path
+
+
+def _lines(stdout):
+    return [json.loads(ln) for ln in stdout.strip().splitlines()]
+
+
+def test_listen_file_json(model, stream_wav):
+    r = run_cli(["listen", model, "--file", stream_wav, "--fast", "--json"])
+    assert r.returncode == 0, r.stderr
+    out = _lines(r.stdout)
+    dets, summary = out[:-1], out[-1]
+    assert [d["label"] for d in dets] == [e[0] for e in EVENTS]
+    assert summary["event"] == "summary" and summary["detections"] == len(EVENTS)
+    assert summary["audio_seconds"] == pytest.approx(14.0)
+    for key in (
+        "dropped_blocks",
+        "overflows",
+        "inference_ms_mean",
+        "inference_ms_p99",
+        "real_time_factor",
+    ):
+        assert key in summary
+    assert 0 < summary["real_time_factor"] < 1
+
+
+def test_listen_stdin_pcm_and_resampling(model, stream_wav):
+    pcm16 = sf.read(stream_wav, dtype="int16")[0].astype("<i2").tobytes()
+    audio = sf.read(stream_wav, dtype="float32")[0]
+    ref = run_cli(["listen", model, "--file", stream_wav, "--fast", "--json"])
+    r = run_cli(["listen", model, "-", "--json"], input=pcm16)
+    assert r.returncode == 0, r.stderr
+    assert _lines(r.stdout)[:-1] == _lines(ref.stdout)[:-1]  # same detections as the file
+    # 44.1 kHz on stdin, with an odd trailing byte: resampled to the model's 16 kHz
+    pcm44 = (np.clip(soxr.resample(audio, SR, 44100), -1, 1) * 32767).astype(
+        "<i2"
+    ).tobytes() + b"\x01"
+    r = run_cli(["listen", model, "-", "--rate", "44100", "--json"], input=pcm44)
+    assert r.returncode == 0, r.stderr
+    out = _lines(r.stdout.decode() if isinstance(r.stdout, bytes) else r.stdout)
+    assert [d["label"] for d in out[:-1]] == [e[0] for e in EVENTS]
+    assert out[-1]["audio_seconds"] == pytest.approx(14.0, abs=0.01)
+
+
+def test_ctrl_c_prints_summary(model, stream_wav):
+    p = subprocess.Popen(
+        [sys.executable, "-c", CLI, "listen", str(model), "--file", str(stream_wav), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    time.sleep(3.0)  # real-time playback: about 2.5 s of audio heard
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted"] is True
+    assert 0.5 < summary["audio_seconds"] < 10
+
+
+def test_portaudio_missing_is_a_clear_error(model, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = run_cli(["listen", model, "--seconds", "1"], env=env)
+    assert r.returncode == 1
+    assert "apt-get install libportaudio2" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- virtual microphone
+
+
+def _run(*cmd, timeout=10):
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def virtual_mic():
+    """A PulseAudio null sink `vmic` whose monitor is the default source, kept rendering."""
+    missing = [t for t in ("pulseaudio", "pactl", "pacat", "paplay") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(
+            f"virtual microphone needs {', '.join(missing)}: apt-get install pulseaudio pulseaudio-utils libportaudio2"
+        )
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as e:
+        pytest.skip(
+            f"sounddevice/PortAudio unavailable ({e}): apt-get install libportaudio2; pip install sounddevice"
+        )
+    started = False
+    if _run("pulseaudio", "--check").returncode != 0:
+        r = _run(
+            "pulseaudio", "-D", "-n", "--exit-idle-time=-1",
+            "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=vmic",
+        )  # fmt: skip
+        if r.returncode != 0 or _run("pulseaudio", "--check").returncode != 0:
+            pytest.skip(f"pulseaudio could not start: {r.stderr.strip()[-300:]}")
+        started = True
+    module = None
+    if "vmic" not in _run("pactl", "list", "short", "sinks").stdout:
+        r = _run("pactl", "load-module", "module-null-sink", "sink_name=vmic")
+        if r.returncode != 0:
+            pytest.skip(f"cannot create the null sink: {r.stderr.strip()}")
+        module = r.stdout.strip()
+    info = _run("pactl", "info").stdout
+    old = {
+        k: ln.split(":", 1)[1].strip()
+        for ln in info.splitlines()
+        for k in ("Default Sink", "Default Source")
+        if ln.startswith(k)
+    }
+    _run("pactl", "set-default-sink", "vmic")
+    _run("pactl", "set-default-source", "vmic.monitor")
+    zeros = open("/dev/zero", "rb")  # noqa: SIM115 - closed in the teardown below
+    keep = subprocess.Popen(  # keep the sink rendering, or a capture stream gets nothing
+        [
+            "pacat",
+            "-p",
+            "--device=vmic",
+            "--latency-msec=20",
+            "--raw",
+            "--format=s16le",
+            "--rate=16000",
+            "--channels=1",
+        ],
+        stdin=zeros,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield "vmic"
+    finally:
+        keep.terminate()
+        try:
+            keep.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            keep.kill()
+        zeros.close()
+        if started:
+            _run("pulseaudio", "-k")
+        else:
+            if module:
+                _run("pactl", "unload-module", module)
+            if old.get("Default Sink"):
+                _run("pactl", "set-default-sink", old["Default Sink"])
+            if old.get("Default Source"):
+                _run("pactl", "set-default-source", old["Default Source"])
+
+
+def test_listen_virtual_microphone(model, virtual_mic, tmp_path):
+    played = tmp_path / "words.wav"
+    events = [("low", 1.0, 0.5), ("high", 3.5, 0.6)]
+    sf.write(played, tone_stream(events, 6.0, seed=7), SR, subtype="PCM_16")
+    p = subprocess.Popen(
+        [sys.executable, "-c", CLI, "listen", str(model), "--seconds", "10", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        # wait for the first input callback before playing (the first stream can take 1-2 s)
+        deadline = time.time() + 20
+        ready = ""
+        while time.time() < deadline and "listening on" not in ready:
+            r, _, _ = select.select([p.stderr], [], [], 0.5)
+            if r:
+                line = p.stderr.readline()
+                if not line:
+                    break
+                ready += line
+        if "listening on" not in ready:
+            p.kill()
+            pytest.fail(f"listen never reported its microphone: {ready}{p.stderr.read()}")
+        t_play = time.time()
+        subprocess.run(["paplay", f"--device={virtual_mic}", str(played)], check=True, timeout=20)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    lines = _lines(out)
+    dets, summary = lines[:-1], lines[-1]
+    assert summary["event"] == "summary" and summary["audio_seconds"] == pytest.approx(
+        10.0, abs=0.05
+    )
+    assert "microphone" in summary["source"]
+    assert [d["label"] for d in dets] == ["low", "high"], (dets, summary)
+    gap = dets[1]["time_s"] - dets[0]["time_s"]
+    assert abs(gap - 2.5) < 0.5, dets  # heard 2.5 s apart, as played
+    assert time.time() - t_play < 30
+
+
+class _Status:
+    def __init__(self, overflow):
+        self.input_overflow = overflow
+
+
+def _fake_sounddevice(signal_48k, overflow_blocks=(3,)):
+    """A sounddevice stand-in whose only input refuses 16 kHz and delivers `signal_48k`
+    in 20 ms blocks from a thread, ten times faster than real time."""
+    import threading
+    import types
+
+    sd = types.SimpleNamespace()
+    sd.default = types.SimpleNamespace(device=(0, 0))
+    sd.query_devices = lambda dev=None, kind=None: {
+        "name": "fake mic",
+        "max_input_channels": 1,
+        "default_samplerate": 48000.0,
+    }
+
+    def check_input_settings(device=None, samplerate=None, channels=None, dtype=None):
+        if samplerate != 48000:
+            raise ValueError("Invalid sample rate")
+
+    sd.check_input_settings = check_input_settings
+    opened = {}
+
+    class InputStream:
+        def __init__(self, device, samplerate, channels, dtype, blocksize, callback):
+            opened.update(samplerate=samplerate, blocksize=blocksize)
+            self.callback, self.blocksize, self.active = callback, blocksize, False
+            self._stop = threading.Event()
+
+        def _run(self):
+            for k, i in enumerate(range(0, len(signal_48k), self.blocksize)):
+                if self._stop.is_set():
+                    break
+                block = signal_48k[i : i + self.blocksize].reshape(-1, 1)
+                self.callback(block, len(block), None, _Status(k in overflow_blocks))
+                time.sleep(self.blocksize / 48000 / 10)
+            self.active = False
+
+        def __enter__(self):
+            self.active = True
+            self._t = threading.Thread(target=self._run, daemon=True)
+            self._t.start()
+            return self
+
+        def __exit__(self, *exc):
+            self._stop.set()
+            self._t.join()
+            return False
+
+    sd.InputStream = InputStream
+    return sd, opened
+
+
+def test_microphone_resamples_and_counts_overflows(model, stream_wav, monkeypatch):
+    from edgetune.runtime.listen import listen_microphone
+    from edgetune.runtime.model import load_model
+    from edgetune.runtime.stream import StreamEngine
+
+    audio = sf.read(stream_wav, dtype="float32")[0]
+    sd, opened = _fake_sounddevice(soxr.resample(audio, SR, 48000).astype(np.float32))
+    monkeypatch.setitem(sys.modules, "sounddevice", sd)
+    found, ready = [], []
+    summary = listen_microphone(
+        StreamEngine(load_model(model)),
+        seconds=13.5,
+        on_detection=found.append,
+        on_ready=ready.append,
+    )
+    assert opened["samplerate"] == 48000 and ready and "48000 Hz" in ready[0]
+    assert summary.overflows == 1 and summary.dropped_blocks == 0  # counted, not fatal
+    assert summary.audio_seconds == pytest.approx(13.5, abs=0.01)
+    assert [d.label for d in found] == [e[0] for e in EVENTS]

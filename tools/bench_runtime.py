@@ -1,0 +1,116 @@
+"""onnxruntime latency and streaming real-time factor of exported models, as JSON.
+
+    python tools/bench_runtime.py RUN/model-fp32.onnx RUN/model-int8.onnx --out bench.json
+
+For each file: batch-1 inference latency (mean/p50/p99) at 1 thread and at N threads,
+the streaming loop's real-time factor over `--seconds` of audio, front-end cost per
+hop, size and precision (read from the file's metadata). Files are compared in a
+`comparison` block: fp32 vs int8 speed-up and size ratio when both are given.
+
+Hook for other back-ends: `bench_models(files, ...)` returns `{"models": [...]}`, one
+record per file, each with "backend": "onnxruntime"; a torch measurement can append
+records of the same shape (backend "torch-fp32") before `compare(records)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgetune.runtime.bench import bench
+
+
+def bench_models(
+    model_files: list[str | os.PathLike],
+    seconds: float = 30.0,
+    runs: int = 300,
+    threads: int | None = None,
+) -> dict:
+    """One record per ONNX file (onnxruntime); `threads` for the multi-thread figures
+    (default: all cores). Device-side only: no torch is imported here."""
+    records = []
+    for f in model_files:
+        r = bench(f, device=None, seconds=seconds, runs=runs, threads=threads)
+        records.append(
+            {
+                "backend": "onnxruntime",
+                "model": str(f),
+                "precision": r["precision"],
+                "file_bytes": r["file_bytes"],
+                "latency_1_thread": r["latency_1_thread"],
+                "latency_n_threads": r["latency_device_threads"],
+                "frontend_ms_per_hop": r["frontend_ms_per_hop"],
+                "stream_real_time_factor": r["stream"]["real_time_factor"],
+                "stream_audio_seconds": r["stream"]["audio_seconds"],
+                "peak_rss_mb": r["peak_rss_mb"],
+            }
+        )
+    return {"machine": machine(), "models": records, "comparison": compare(records)}
+
+
+def compare(records: list[dict]) -> list[dict]:
+    """fp32 vs int8 pairs: for every fp32 record, against every int8 record (same backend or not)."""
+    fp32 = [r for r in records if r["precision"] == "fp32"]
+    int8 = [r for r in records if r["precision"] == "int8"]
+    out = []
+    for a in fp32:
+        for b in int8:
+            out.append(
+                {
+                    "fp32": f"{a['backend']}:{a['model']}",
+                    "int8": f"{b['backend']}:{b['model']}",
+                    "speedup_1_thread_p50": _ratio(
+                        a["latency_1_thread"]["p50_ms"], b["latency_1_thread"]["p50_ms"]
+                    ),
+                    "speedup_n_threads_p50": _ratio(
+                        a["latency_n_threads"]["p50_ms"], b["latency_n_threads"]["p50_ms"]
+                    ),
+                    "size_ratio": _ratio(a["file_bytes"], b["file_bytes"]),
+                }
+            )
+    return out
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="edgetune ONNX files (fp32 and/or int8)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="audio for the streaming run")
+    ap.add_argument("--runs", type=int, default=300, help="timed inferences per setting")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="threads for the multi-thread figures"
+    )
+    ap.add_argument("--out", default=None, help="write JSON here (default: stdout only)")
+    a = ap.parse_args(argv)
+    result = bench_models(a.models, a.seconds, a.runs, a.threads)
+    text = json.dumps(result, indent=2)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
