@@ -87,6 +87,13 @@ def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, s
                                     input_names=["features"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), verbose=False)
     proto = program.model_proto
+    # The exporter annotates every node with Python stack and module paths: debug
+    # data that can be half the file on a small model. A device needs none of it.
+    graph = proto.graph
+    del graph.metadata_props[:]
+    for item in (*graph.node, *graph.initializer, *graph.input, *graph.output, *graph.value_info):
+        del item.metadata_props[:]
+    del graph.value_info[:]  # intermediate shapes: onnxruntime infers them
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -173,20 +180,28 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str
     out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}-{precision}.onnx")
     fe = FrontEnd.from_dict(ckpt["frontend"])
     props = metadata(ckpt, precision, lineage_of(checkpoint, ckpt), device=device_profile)
-    to_onnx(model, fe, out, props)
-    ops = optimized_ops(out)
+    # Checked under a temporary name: a failed check leaves nothing behind.
+    staged = out.with_name(f".{out.name}.checking")
+    try:
+        to_onnx(model, fe, staged, props)
+        result = check_export(staged, ckpt, reference, precision, data)
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return {"onnx": str(out), **result}
+
+
+def check_export(path: Path, ckpt: dict, reference, precision: str, data) -> dict:
+    ops = optimized_ops(path)
     int8_convs = sum(ops[o] for o in INT8_CONV_OPS)
     if precision == "int8" and int8_convs == 0:
-        out.unlink()
-        raise ModelError(f"{checkpoint}: the int8 export runs no int8 convolution in onnxruntime "
+        raise ModelError(f"the int8 export runs no int8 convolution in onnxruntime "
                          f"(ops: {dict(ops)}); nothing was written")
     feats, targets, source = parity_inputs(ckpt, data)
-    check = parity(out, reference, feats, targets, precision)
+    check = parity(path, reference, feats, targets, precision)
     check["inputs"] = source
-    result = {"onnx": str(out), "precision": precision, "bytes": out.stat().st_size,
-              "int8_convs": int8_convs, "ops": dict(ops), "parity": check,
-              "labels": ckpt["labels"]}
     if not check["passed"]:
-        raise ModelError(f"{out}: parity check failed ({json.dumps(check)}); the file is kept for "
-                         "inspection but should not be deployed")
-    return result
+        raise ModelError(f"parity check against torch failed ({json.dumps(check)}); nothing was "
+                         "written. Fine-tune longer or report the model as a bug")
+    return {"precision": precision, "bytes": path.stat().st_size, "int8_convs": int8_convs,
+            "ops": dict(ops), "parity": check, "labels": ckpt["labels"]}

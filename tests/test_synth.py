@@ -5,9 +5,9 @@ wheels are missing."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -21,6 +21,9 @@ HAVE_ESPEAK = engine_available("espeak")
 HAVE_PIPER = engine_available("piper")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeakng-loader not installed (edgetune[synth])")
 ENGINES = [e for e in ("espeak", "piper") if engine_available(e)]
+# Piper clips are bit-reproducible only when `onnx` can rewrite its noise nodes
+if importlib.util.find_spec("onnx") is None and "piper" in ENGINES:
+    ENGINES.remove("piper")
 SPEAKER_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 
@@ -98,14 +101,13 @@ def test_unknown_pool_excludes_targets():
     assert C.UNKNOWN not in labels and set(C.UNKNOWN_WORDS) <= labels and set(C.VOWELS) <= labels
 
 
-def test_missing_engine_is_skipped_with_one_warning(monkeypatch):
+def test_missing_engine_is_skipped_with_one_warning(monkeypatch, capsys):
     monkeypatch.setitem(engines._REQUIRES, "piper", ("edgetune_no_such_module_xyz",))
     monkeypatch.setattr(engines, "_warned", set())
-    with pytest.warns(UserWarning, match="piper"):
-        assert engines.available_engines(["piper"]) == []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert engines.available_engines(["piper"]) == []  # warned once only
+    assert engines.available_engines(["piper"]) == []
+    assert engines.available_engines(["piper"]) == []
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: synth engine 'piper' skipped")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,8 @@ def test_layout(tiny):
     for name in noise:
         info = sf.info(out / "_background_noise_" / name)
         assert info.samplerate == 16000 and info.channels == 1 and 30 <= info.duration <= 60
-    rows = list(csv.DictReader(open(out / "corpus.csv", encoding="utf-8")))
+    with open(out / "corpus.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 6 and sorted(r["path"] for r in rows) == _wavs(out)
     for r in rows:
         info = sf.info(out / r["path"])

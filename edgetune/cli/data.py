@@ -33,7 +33,8 @@ def check(source: str, as_json: bool) -> None:
 
 
 @data.command()
-@click.option("--out", required=True, type=click.Path(path_type=str), help="Folder to write.")
+@click.option("--out", type=click.Path(path_type=str),
+              help="Folder to write [default: $EDGETUNE_HOME/corpus/TASK, EDGETUNE_HOME=~/.cache/edgetune].")
 @click.option("--task", type=click.Choice(["commands", "digits", "vowels", "all"]), default="commands",
               show_default=True)
 @click.option("--clips-per-word", default=300, show_default=True, type=click.IntRange(1))
@@ -41,19 +42,53 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
 @click.option("--engines", default="espeak,piper", show_default=True,
               help="Comma-separated synthesis engines.")
+@click.option("--piper-fraction", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of clips spoken by the neural Piper voice (the rest by eSpeak NG).")
 @click.option("--json", "as_json", is_flag=True)
-def synth(out, task, clips_per_word, seed, workers, engines, as_json) -> None:
-    """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout."""
-    from edgetune.data.synth.corpus import build_corpus
+def synth(out, task, clips_per_word, seed, workers, engines, piper_fraction, as_json) -> None:
+    """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout.
 
+    Re-running completes or reuses what is there."""
+    from edgetune.data.synth.corpus import build_corpus
+    from edgetune.paths import corpus_dir
+
+    out = out or str(corpus_dir(task))
     summary = build_corpus(out, task, clips_per_word=clips_per_word, seed=seed, workers=workers,
                            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
-                           progress=progress_enabled())
+                           piper_fraction=piper_fraction, progress=progress_enabled())
     if as_json:
         echo_json(summary)
     else:
         click.echo(f"wrote {out}: {summary.get('clips', '?')} clips, "
                    f"{summary.get('speakers', '?')} voices ({task}); next: edgetune data check {out}")
+
+
+@data.command()
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
+@click.option("--minutes", default=30.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--gap", nargs=2, type=float, default=(2.0, 6.0), show_default=True,
+              help="Seconds of background between words (uniform range).")
+@click.option("--noise-rms", default=0.01, show_default=True, type=float)
+@click.option("--out", required=True, type=click.Path(path_type=str),
+              help="Stream wav; its truth CSV is written beside it (.csv).")
+@click.option("--json", "as_json", is_flag=True)
+def stream(source, split, minutes, seed, gap, noise_rms, out, as_json) -> None:
+    """Build a long labelled test stream (wav + truth CSV) from a dataset's clips."""
+    from pathlib import Path
+
+    from edgetune.runtime.streameval import make_stream
+
+    truth = str(Path(out).with_suffix(".csv"))
+    summary = make_stream(source, split=split, minutes=minutes, seed=seed, out_wav=out,
+                          out_csv=truth, gap_s=tuple(gap), noise_rms=noise_rms)
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"wrote {out} and {truth}: {summary['words']} words in "
+                   f"{summary['seconds'] / 60:.1f} min; next: "
+                   f"edgetune stream-eval MODEL.onnx --stream {out} --truth {truth}")
 
 
 COMMANDS: list[click.Command] = [data]

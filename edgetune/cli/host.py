@@ -23,16 +23,15 @@ def _pct(x) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def models(as_json: bool) -> None:
     """List the architectures, with params and MACs for the default front end."""
-    from edgetune.nets import describe
+    from edgetune.nets import available_models, describe, model_info
 
-    rows = describe()
     if as_json:
-        echo_json({"models": rows})
+        echo_json({"models": [model_info(name) for name in available_models()]})
         return
-    click.echo(f"{'name':<12} {'params':>9} {'MACs':>12}  description")
-    for r in rows:
-        click.echo(f"{r['name']:<12} {r['params']:>9,} {r['macs']:>12,}  {r['description']}")
-    shipped = sorted(Path(__file__).resolve().parents[2].joinpath("models").glob("*.pt"))
+    click.echo(describe())
+    from edgetune.paths import REPO_MODELS
+
+    shipped = sorted(REPO_MODELS.glob("*.pt"))
     if shipped:
         click.echo("\nshipped base checkpoints: " + ", ".join(f"models/{p.name}" for p in shipped))
 
@@ -115,4 +114,101 @@ def evaluate(model, data, split, out, device, as_json) -> None:
     click.echo(f"\naccuracy {_pct(report['accuracy'])} on {report['n']} clips ({split})")
 
 
-COMMANDS: list[click.Command] = [models, finetune, evaluate]
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.option("--data", type=click.Path(path_type=str), help="Dataset [default: the one the checkpoint records].")
+@click.option("--out", type=click.Path(path_type=str), help="Run folder [default: the checkpoint's].")
+@click.option("--ratio", type=click.FloatRange(0, 0.95), default=None,
+              help="Fraction of channels to remove [default 0.5 when no budget is given].")
+@click.option("--target-params", type=click.IntRange(1), help="Prune until params <= N.")
+@click.option("--target-macs", type=click.IntRange(1), help="Prune until MACs per clip <= N.")
+@click.option("--device-profile", "profile", help="Prune to a device profile's model-size budget (int8 bytes).")
+@click.option("--criterion", type=click.Choice(["l2", "bn_scale"]), default="l2", show_default=True)
+@click.option("--steps", default=2, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
+@click.option("--epochs-per-step", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Stop pruning before val accuracy falls under this.")
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="...or under the fine-tuned val accuracy minus this.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, criterion, steps,
+             epochs_per_step, qat_epochs, min_accuracy, max_drop, device, seed, as_json) -> None:
+    """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
+    from edgetune.compress.pipeline import CompressConfig, compress as run, format_stages
+
+    if profile:
+        from edgetune.runtime.devices import get_profile
+
+        target_params = target_params or int(get_profile(profile).model_size_budget_kb * 1024)
+    if ratio is None and not (target_params or target_macs):
+        ratio = 0.5
+    cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs,
+                        criterion=criterion, steps=steps, epochs_per_step=epochs_per_step,
+                        qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,
+                        device=device, seed=seed)
+    result = run(checkpoint, data=data, out=out, cc=cc, command=_command_line(),
+                 progress=progress_enabled(), log=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(format_stages(result["stages"]))
+    click.echo(f"wrote {result['pruned']}, {result['qat']}; next: edgetune export --onnx {result['qat']}")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.option("--onnx", "as_onnx", is_flag=True, default=True, help="ONNX (the only format).")
+@click.option("--out", type=click.Path(path_type=str), help="Output file [default: RUN/<stage>-<precision>.onnx].")
+@click.option("--data", type=click.Path(path_type=str), help="Clips for the parity check [default: the checkpoint's dataset].")
+@click.option("--device", "profile", help="Device profile to record and check against (see `edgetune devices`).")
+@click.option("--json", "as_json", is_flag=True)
+def export(checkpoint, as_onnx, out, data, profile, as_json) -> None:
+    """Export a checkpoint to one self-describing ONNX file (fp32, or int8 from QAT)."""
+    from edgetune.export import export_onnx
+
+    if profile:
+        from edgetune.runtime.devices import get_profile
+
+        get_profile(profile)  # an unknown name fails here, before any work
+    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile)
+    if as_json:
+        echo_json(result)
+        return
+    p = result["parity"]
+    click.echo(f"wrote {result['onnx']} ({result['precision']}, {result['bytes'] / 1024:.1f} KB, "
+               f"{result['int8_convs']} int8 convolutions in onnxruntime)")
+    line = f"parity on {p['n']} clips: max |logit diff| {p['max_abs_diff']:.2e}, top-1 agreement {_pct(p['top1_agreement'])}"
+    if "onnx_accuracy" in p:
+        line += f", accuracy onnx {_pct(p['onnx_accuracy'])} vs torch {_pct(p['torch_accuracy'])}"
+    click.echo(line)
+    data_hint = f" --data {data}" if data else ""
+    click.echo(f"next: edgetune verify {result['onnx']}{data_hint}   |   edgetune listen {result['onnx']}")
+
+
+@click.command()
+@click.option("--task", type=click.Choice(["vowels", "commands", "digits"]), default="vowels", show_default=True)
+@click.option("--out", type=click.Path(path_type=str), default="runs/quickstart", show_default=True)
+@click.option("--clips-per-word", default=200, show_default=True, type=click.IntRange(20))
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--stream-minutes", default=5.0, show_default=True, type=click.FloatRange(0.5))
+@click.option("--device-profile", default="x86-64-laptop", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--base", type=click.Path(path_type=str), help="Base checkpoint [default: models/dscnn-s.pt].")
+@click.option("--json", "as_json", is_flag=True)
+def quickstart(task, out, clips_per_word, epochs, stream_minutes, device_profile, device, base, as_json):
+    """The whole pipeline on the built-in corpus: corpus, finetune, compress, export, verify,
+    stream, bench, report. Re-running reuses finished stages."""
+    from edgetune.quickstart import QuickstartConfig, quickstart as run
+
+    cfg = QuickstartConfig(task=task, out=Path(out), clips_per_word=clips_per_word, epochs=epochs,
+                           stream_minutes=stream_minutes, device_profile=device_profile, device=device)
+    if base:
+        cfg = QuickstartConfig(**{**cfg.__dict__, "base": Path(base)})
+    result = run(cfg, say=(lambda m: None) if as_json else click.echo, progress=progress_enabled())
+    if as_json:
+        echo_json(result)
+
+
+COMMANDS: list[click.Command] = [models, finetune, evaluate, compress, export, quickstart]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch_pruning as tp
@@ -40,7 +40,7 @@ class SubSpectralNormPruner(tp.pruner.BasePruningFunc):
 
     def prune_out_channels(self, layer: SubSpectralNorm, idxs: Sequence[int]) -> nn.Module:
         s = layer.subbands
-        bn_idxs = [int(i) * s + j for i in sorted(set(int(i) for i in idxs)) for j in range(s)]
+        bn_idxs = [int(i) * s + j for i in sorted({int(i) for i in idxs}) for j in range(s)]
         tp.prune_batchnorm_out_channels(layer.bn, bn_idxs)
         return layer
 
@@ -318,6 +318,6 @@ def step_budgets(start: int, target: int, steps: int) -> list[int]:
     if steps < 1 or target <= 0 or start <= 0:
         raise ValueError("positive start/target and steps >= 1")
     q = (target / start) ** (1.0 / steps)
-    out = [int(math.floor(start * q ** k)) for k in range(1, steps + 1)]
+    out = [math.floor(start * q ** k) for k in range(1, steps + 1)]
     out[-1] = int(target)
     return out

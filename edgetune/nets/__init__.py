@@ -11,8 +11,8 @@ Every model built here has:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -24,8 +24,15 @@ from edgetune.nets.bcresnet import BCResNet, SubSpectralNorm
 from edgetune.nets.dscnn import DSCNN
 
 __all__ = [
-    "BCResNet", "DSCNN", "SubSpectralNorm", "available_models", "count_macs", "count_params",
-    "create_model", "describe", "model_info",
+    "DSCNN",
+    "BCResNet",
+    "SubSpectralNorm",
+    "available_models",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "describe",
+    "model_info",
 ]
 
 RESERVED = ("n_classes", "n_frames", "n_mels")

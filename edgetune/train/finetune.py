@@ -23,7 +23,6 @@ from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_check
                                        model_from_checkpoint, save_checkpoint)
 from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
 
-FINETUNED = "finetuned.pt"
 TRAIN_STATE = "train_state.pt"
 
 
@@ -86,11 +85,13 @@ def restricted_accuracy(model, base_labels: list[str], labels: list[str], feats,
 def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = None,
              model_name: str | None = None, cfg: TrainConfig | None = None,
              teacher: str | Path | None = None, resume: bool = False, scratch_baseline: bool = False,
-             command: str = "", progress: bool = False, on_epoch=None) -> dict:
+             command: str = "", progress: bool = False, on_epoch=None,
+             stage: str = "finetuned") -> dict:
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    torch.manual_seed(cfg.seed)  # the new head's (or fresh model's) initial weights
     base_ckpt = load_checkpoint(base) if base else None
     fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else FrontEnd()
     tensors = load_tensors(data, fe, progress=progress)
@@ -125,15 +126,15 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
         metrics["scratch_test_accuracy"] = round(_scratch(best, labels, fe, tensors, cfg, test_feats, progress), 4)
     data_info = {"source": str(data), "fingerprint": tensors.dataset.fingerprint(),
                  "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
-    ckpt = make_checkpoint(best, labels=labels, frontend=fe, stage="finetuned", parent=parent,
+    ckpt = make_checkpoint(best, labels=labels, frontend=fe, stage=stage, parent=parent,
                            data=data_info, recipe={**cfg.to_dict(), "command": command,
                                                    "base": str(base) if base else None},
                            metrics=metrics)
-    save_checkpoint(ckpt, out / FINETUNED)
+    save_checkpoint(ckpt, out / f"{stage}.pt")
     (out / TRAIN_STATE).unlink(missing_ok=True)
     _write_json(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
                                       "model": model_name, "train": cfg.to_dict()})
-    return {"checkpoint": str(out / FINETUNED), "labels": labels, **metrics,
+    return {"checkpoint": str(out / f"{stage}.pt"), "labels": labels, **metrics,
             "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"], "epochs": trainer.epoch,
             "history": trainer.history}
 

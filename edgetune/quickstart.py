@@ -1,0 +1,147 @@
+"""`edgetune quickstart`: the whole pipeline on the built-in corpus, one line per stage.
+
+corpus -> finetune (from the shipped base) -> compress (prune + QAT) -> export
+fp32 and int8 -> verify the int8 model on the device path against the 90% goal
+-> streaming evaluation on a test-voice stream -> bench -> report. Each stage
+reuses its output when it is already there, so re-running is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgetune.errors import EdgetuneError
+from edgetune.paths import REPO_MODELS, corpus_dir
+
+DEFAULT_BASE = "dscnn-s"
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    task: str = "vowels"
+    out: Path = Path("runs/quickstart")
+    clips_per_word: int = 200
+    epochs: int = 10
+    stream_minutes: float = 5.0
+    device_profile: str = "x86-64-laptop"
+    device: str = "auto"
+    base: Path = REPO_MODELS / f"{DEFAULT_BASE}.pt"
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _stage(name: str, done: Path, run: Callable[[], str], say: Callable[[str], None]) -> None:
+    """Run one stage unless its output exists; print one line either way."""
+    t0 = time.time()
+    if done.exists():
+        say(f"{name:<10} reused {done}")
+        return
+    line = run()
+    say(f"{name:<10} {line}  ({time.time() - t0:.0f} s)")
+
+
+def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progress: bool = False) -> dict:
+    from edgetune.compress.pipeline import CompressConfig, compress
+    from edgetune.data.synth.corpus import build_corpus
+    from edgetune.export import export_onnx
+    from edgetune.runtime.bench import bench
+    from edgetune.runtime.streameval import make_stream, stream_eval
+    from edgetune.runtime.verify import verify
+    from edgetune.train.finetune import finetune
+    from edgetune.train.loop import TrainConfig
+
+    if not cfg.base.exists():
+        raise EdgetuneError(f"{cfg.base}: the shipped base model is missing; make it with "
+                            "`python tools/pretrain_base.py` or pass --base")
+    run, data = cfg.out, corpus_dir(cfg.task)
+    run.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    def corpus_stage():
+        s = build_corpus(data, cfg.task, clips_per_word=cfg.clips_per_word, progress=progress)
+        return f"{s['clips']} clips, {s['speakers']} voices in {data}"
+
+    _stage("corpus", data / "corpus.json", corpus_stage, say)
+
+    def finetune_stage():
+        r = finetune(data, run, base=cfg.base, cfg=TrainConfig(epochs=cfg.epochs, device=cfg.device,
+                     conv_lr_scale=0.3), progress=progress, command="edgetune quickstart")
+        before = "n/a" if r["base_test_accuracy"] is None else f"{r['base_test_accuracy']:.1%}"
+        return f"test accuracy {before} (base) -> {r['test_accuracy']:.1%} (fine-tuned)"
+
+    _stage("finetune", run / "finetuned.pt", finetune_stage, say)
+
+    def compress_stage():
+        r = compress(run / "finetuned.pt", data, run, CompressConfig(device=cfg.device),
+                     progress=progress, log=lambda m: None, command="edgetune quickstart")
+        s = {row["stage"]: row for row in r["stages"]}
+        return (f"params {s['finetuned']['params']:,} -> {s['pruned']['params']:,}, "
+                f"int8 test accuracy {s['int8']['test_accuracy']:.1%}")
+
+    _stage("compress", run / "qat.pt", compress_stage, say)
+
+    for ckpt, precision in (("finetuned", "fp32"), ("qat", "int8")):
+        target = run / f"{ckpt}-{precision}.onnx"
+
+        def export_stage(ckpt=ckpt, target=target):
+            r = export_onnx(run / f"{ckpt}.pt", target, data, device_profile=cfg.device_profile)
+            p = r["parity"]
+            return (f"{target.name} {r['bytes'] / 1024:.1f} KB, parity: max diff "
+                    f"{p['max_abs_diff']:.1e}, agreement {p['top1_agreement']:.1%}")
+
+        _stage("export", target, export_stage, say)
+
+    int8 = run / "qat-int8.onnx"
+
+    def verify_stage():
+        r = verify(int8, data, split="test")
+        _write_json(run / "verify.json", r)
+        return (f"int8 on the device path: {r['accuracy']:.1%} on {r['n']} test clips "
+                f"({'PASS' if r['passed'] else 'FAIL'} vs goal {r['min_accuracy']:.0%})")
+
+    _stage("verify", run / "verify.json", verify_stage, say)
+
+    def stream_stage():
+        wav, truth = run / "stream.wav", run / "stream.csv"
+        make_stream(data, split="test", minutes=cfg.stream_minutes, out_wav=wav, out_csv=truth)
+        r = stream_eval(int8, wav, truth)
+        _write_json(run / "stream.json", r)
+        return (f"{r['words']} words in {r['audio_seconds'] / 60:.0f} min: {r['correct_pct']:.1f}% "
+                f"correct, {r['false_accepts_per_hour']:.1f} false accepts/hour")
+
+    _stage("stream", run / "stream.json", stream_stage, say)
+
+    def bench_stage():
+        r = bench(int8, device=cfg.device_profile, seconds=20, runs=100)
+        _write_json(run / "bench.json", r)
+        return (f"int8 latency p50 {r['latency_1_thread']['p50_ms']:.2f} ms (1 thread), streaming "
+                f"real-time factor {r['stream']['real_time_factor']:.3f} on this machine")
+
+    _stage("bench", run / "bench.json", bench_stage, say)
+    report = _report(run, say)
+    verified = json.loads((run / "verify.json").read_text())
+    say(f"done in {(time.time() - t_start) / 60:.1f} min. next:")
+    say(f"  edgetune listen {int8}                 # your microphone")
+    say(f"  edgetune verify {int8} --data {data}")
+    say(f"  edgetune report {run}")
+    return {"run": str(run), "data": str(data), "int8": str(int8), "accuracy": verified["accuracy"],
+            "passed": verified["passed"], "report": report, "minutes": (time.time() - t_start) / 60}
+
+
+def _report(run: Path, say) -> str | None:
+    try:
+        from edgetune.report.report import make_report
+    except ImportError:
+        return None
+    path = make_report(run)
+    say(f"{'report':<10} {path}")
+    return str(path)

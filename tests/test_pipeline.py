@@ -1,0 +1,193 @@
+"""The host pipeline end to end on tiny tone data: finetune -> compress -> export -> verify.
+
+Also: resume after an interruption, a checkpoint reloads on CPU, base -> finetune head
+carry-over, metadata round trip, refusal of bare ONNX, int8 graphs really int8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgetune.cli import cli
+from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+from conftest import make_tone_dataset
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tone_dataset(tmp_path_factory.mktemp("pipe") / "data", clips_per_speaker=2)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    run = tmp_path_factory.mktemp("run")
+    r = invoke("finetune", "--data", data, "--model", "dscnn-s", "--out", run, "--epochs", 8,
+               "--batch-size", 16, "--lr", 1e-2, "--json")
+    assert r.exit_code == 0, r.output
+    return run
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_finetune_writes_contract_checkpoint(run):
+    ckpt = torch.load(run / "finetuned.pt", weights_only=True)
+    assert ckpt["format"] == "edgetune.checkpoint/1" and ckpt["arch"] == "dscnn-s"
+    assert ckpt["labels"] == ["_silence_", "high", "low", "mid"]
+    assert ckpt["meta"]["stage"] == "finetuned" and ckpt["quant"] is None
+    assert ckpt["meta"]["metrics"]["val_accuracy"] > 0.8
+    assert (run / "log.jsonl").read_text().count("\n") == 8
+    assert not (run / "train_state.pt").exists()
+
+
+def test_checkpoint_from_cuda_settings_reloads_on_cpu(run, tmp_path):
+    """A run made with --device cuda saves CPU tensors; simulate a GPU-side dict moved to CPU."""
+    ckpt = load_checkpoint(run / "finetuned.pt")
+    ckpt["recipe_device"] = "cuda"
+    torch.save(ckpt, tmp_path / "x.pt")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "x.pt"))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_evaluate_checkpoint(run, data, tmp_path):
+    r = invoke("evaluate", run / "finetuned.pt", "--data", data, "--split", "val", "--json",
+               "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    report = last_json(r.output)
+    assert report["accuracy"] > 0.8 and report["n"] > 0
+    assert (tmp_path / "confusion.png").stat().st_size > 5000
+
+
+def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
+    from edgetune.train import finetune as ft
+    from edgetune.data.augment import AugmentConfig
+    from edgetune.train.loop import TrainConfig, Trainer
+
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=5e-3, augment=AugmentConfig(reverb_prob=0.0))
+    full = ft.finetune(data, tmp_path / "full", model_name="dscnn-s", cfg=cfg)
+
+    original = Trainer.run_epoch
+    calls = {"n": 0}
+
+    def crash_in_epoch_2(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed mid-epoch
+        return original(self)
+
+    Trainer.run_epoch = crash_in_epoch_2
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ft.finetune(data, tmp_path / "cut", model_name="dscnn-s", cfg=cfg)
+    finally:
+        Trainer.run_epoch = original
+    assert (tmp_path / "cut" / "train_state.pt").exists()
+    resumed = ft.finetune(data, tmp_path / "cut", model_name="dscnn-s", cfg=cfg, resume=True)
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in full["history"]]
+    a = load_checkpoint(tmp_path / "full" / "finetuned.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "cut" / "finetuned.pt")["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_finetune_from_base_carries_known_rows(run, data, tmp_path):
+    from edgetune.train.finetune import adapt_head
+
+    ckpt = load_checkpoint(run / "finetuned.pt")
+    base = model_from_checkpoint(ckpt)
+    from edgetune.frontend import FrontEnd
+
+    new = adapt_head(base, ckpt["labels"], ["_silence_", "low", "brand_new"], FrontEnd())
+    assert torch.equal(new.classifier.weight[1], base.classifier.weight[2])
+    assert torch.equal(new.blocks[0][0].weight, base.blocks[0][0].weight)
+    r = invoke("finetune", "--data", data, "--base", run / "finetuned.pt", "--out", tmp_path,
+               "--epochs", 1, "--freeze", 2, "--json")
+    assert r.exit_code == 0, r.output
+    out = last_json(r.output)
+    assert out["base_test_accuracy"] is not None  # the base knows every label: measured before
+    ft = load_checkpoint(tmp_path / "finetuned.pt")
+    assert ft["meta"]["parent"]["stage"] == "finetuned"
+    sd = ft["state_dict"]
+    assert torch.equal(sd["blocks.0.0.weight"], ckpt["state_dict"]["blocks.0.0.weight"])  # frozen
+
+
+def test_user_errors_are_one_line(tmp_path):
+    r = CliRunner().invoke(cli, ["finetune", "--data", str(tmp_path / "missing"), "--model",
+                                 "dscnn-s", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "no such checkpoint" in r.output
+
+
+@pytest.fixture(scope="module")
+def compressed(run, data):
+    r = invoke("compress", run / "finetuned.pt", "--steps", 1, "--epochs-per-step", 2,
+               "--qat-epochs", 2, "--max-drop", 0.2, "--json")
+    assert r.exit_code == 0, r.output
+    return last_json(r.output)
+
+
+def test_compress_prunes_and_quantizes(run, compressed):
+    stages = {s["stage"]: s for s in compressed["stages"]}
+    assert stages["pruned"]["params"] < stages["finetuned"]["params"] / 2
+    pruned = load_checkpoint(run / "pruned.pt")
+    model = model_from_checkpoint(pruned)  # rebuilds from arch_config + state_dict
+    assert model(torch.zeros(2, 1, 98, 40)).shape == (2, 4)
+    qat = load_checkpoint(run / "qat.pt")
+    assert qat["quant"]["scheme"] == "qdq-int8" and qat["meta"]["parent"]["stage"] == "pruned"
+    assert stages["int8"]["int8_bytes"] * 4 < stages["finetuned"]["fp32_bytes"]
+    assert json.loads((run / "stages.json").read_text()) == compressed["stages"]
+
+
+def test_export_fp32_and_int8_then_verify(run, data, compressed):
+    r = invoke("export", "--onnx", run / "finetuned.pt", "--json")
+    assert r.exit_code == 0, r.output
+    fp32 = last_json(r.output)
+    assert fp32["parity"]["max_abs_diff"] <= 1e-4 and fp32["int8_convs"] == 0
+    r = invoke("export", "--onnx", run / "qat.pt", "--json")
+    assert r.exit_code == 0, r.output
+    int8 = last_json(r.output)
+    assert int8["precision"] == "int8" and int8["int8_convs"] >= 5  # every conv of DS-CNN
+    assert int8["parity"]["top1_agreement"] >= 0.99
+
+    import onnx
+
+    props = {p.key: json.loads(p.value) for p in onnx.load(int8["onnx"]).metadata_props}
+    assert props["edgetune.format"] == "edgetune.onnx/1"
+    assert props["edgetune.labels"] == ["_silence_", "high", "low", "mid"]
+    assert [link["stage"] for link in props["edgetune.lineage"]] == ["qat", "pruned", "finetuned"]
+
+    r = invoke("verify", int8["onnx"], "--data", data, "--split", "val", "--min-accuracy", 0.5, "--json")
+    assert r.exit_code == 0, r.output
+    v = last_json(r.output)
+    torch_acc = load_checkpoint(run / "qat.pt")["meta"]["metrics"]["val_accuracy"]
+    assert abs(v["accuracy"] - torch_acc) <= 0.02
+
+
+def test_quantization_never_silently_does_nothing(run):
+    """The fake-quant count after prepare is asserted; a model with no quantizable op is refused."""
+    from edgetune.compress.qat import count_fake_quant, prepare_qat
+    from edgetune.errors import ModelError
+    from edgetune.nets import create_model
+
+    qat = prepare_qat(create_model("dscnn-s", 4), 98, 40)
+    assert count_fake_quant(qat.graph) >= 10
+
+    class NoConv(torch.nn.Module):
+        arch, arch_config = "none", {}
+
+        def forward(self, x):
+            return torch.relu(x).mean(dim=(1, 2))
+
+    with pytest.raises(ModelError, match="no fake-quant"):
+        prepare_qat(NoConv(), 98, 40)
