@@ -137,11 +137,10 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
             "passed": verified["passed"], "report": report, "minutes": (time.time() - t_start) / 60}
 
 
-def _report(run: Path, say) -> str | None:
-    try:
-        from edgetune.report.report import make_report
-    except ImportError:
-        return None
-    path = make_report(run)
+def _report(run: Path, say) -> str:
+    from edgetune.report.report import build_report
+
+    r = build_report(run)
+    path = r["html"]
     say(f"{'report':<10} {path}")
     return str(path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -191,3 +190,37 @@ def test_quantization_never_silently_does_nothing(run):
 
     with pytest.raises(ModelError, match="no fake-quant"):
         prepare_qat(NoConv(), 98, 40)
+
+
+def test_auto_search_picks_best_validation_trial(data, tmp_path):
+    r = invoke("finetune", "--data", data, "--model", "dscnn-s", "--out", tmp_path, "--epochs", 1,
+               "--batch-size", 32, "--auto", 2, "--json")
+    assert r.exit_code == 0, r.output
+    out = last_json(r.output)
+    trials = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(trials) == 2 == len(out["trials"])
+    best = max(trials, key=lambda t: t["val_accuracy"])
+    assert out["chosen_trial"] == best["trial"]
+    chosen = load_checkpoint(tmp_path / "finetuned.pt")
+    assert chosen["meta"]["metrics"]["val_accuracy"] == best["val_accuracy"]
+
+
+def test_two_process_finetune_matches_single_process(data, tmp_path):
+    """torchrun with 2 CPU processes (gloo): finishes, one checkpoint, accuracy close to 1 process."""
+    import subprocess
+    import sys
+
+    args = ["finetune", "--data", str(data), "--model", "dscnn-s", "--epochs", "6",
+            "--batch-size", "16", "--lr", "1e-2", "--json"]
+    single = invoke(*args, "--out", tmp_path / "one")
+    assert single.exit_code == 0, single.output
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edgetune", *args, "--out", str(tmp_path / "two"),
+                           "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = last_json(proc.stdout)
+    one = last_json(single.output)
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.pt")) == ["finetuned.pt"]
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["processes"] == 2
+    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.15
+    assert two["val_accuracy"] >= 0.7

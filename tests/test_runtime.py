@@ -8,8 +8,6 @@ it) and it behaves like a keyword spotter on streams of tones.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import itertools
 import json
 import os
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgetune.errors import DataError, EdgetuneError, ModelError
+from edgetune.errors import EdgetuneError, ModelError
 from edgetune.frontend import FrontEnd, clip_features, mel_filterbank
 
 REPO = Path(__file__).resolve().parents[1]

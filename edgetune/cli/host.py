@@ -15,6 +15,24 @@ def _command_line() -> str:
     return "edgetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _relaunched(nproc: int | None) -> bool:
+    """With --nproc N outside torchrun: run this same command under torchrun, then stop."""
+    from edgetune.train import distributed
+
+    if not nproc or nproc == 1 or distributed.active():
+        return False
+    code = distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:]))
+    if code:
+        raise SystemExit(code)
+    return True
+
+
+def _quiet_unless_main() -> bool:
+    from edgetune.train import distributed
+
+    return not distributed.is_main()
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -56,11 +74,18 @@ def models(as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--compare-scratch", is_flag=True, help="Also train from random weights with the same budget.")
+@click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
+@click.option("--auto", "auto_trials", type=click.IntRange(2), default=None, is_flag=False, flag_value=4,
+              help="Search N trials (default 4) over lr, --freeze, --conv-lr-scale; pick on validation.")
 @click.option("--json", "as_json", is_flag=True)
 def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale, freeze,
              label_smoothing, teacher, adversarial, epsilon, device, seed, resume, compare_scratch,
-             as_json) -> None:
-    """Adapt a base model to your labels (or train one from scratch)."""
+             nproc, auto_trials, as_json) -> None:
+    """Adapt a base model to your labels (or train one from scratch).
+
+    Runs unchanged under `torchrun --nproc-per-node N` (DistributedDataParallel)."""
+    if _relaunched(nproc):
+        return
     from edgetune.train.finetune import finetune as run
     from edgetune.train.loop import TrainConfig
 
@@ -68,14 +93,24 @@ def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale,
                       freeze=freeze, label_smoothing=label_smoothing, adversarial=adversarial,
                       epsilon=epsilon, device=device, seed=seed)
 
+    quiet = _quiet_unless_main()  # under torchrun, rank 0 speaks for all
+
     def show(r):
-        if not as_json:
+        if not as_json and not quiet:
             click.echo(f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  train {_pct(r['train_accuracy'])}"
                        f"  val {_pct(r['val_accuracy'])}  ({r['samples_per_s']:.0f} clips/s)")
 
-    result = run(data, out, base=base, model_name=model_name, cfg=cfg, teacher=teacher, resume=resume,
-                 scratch_baseline=compare_scratch, command=_command_line(), progress=progress_enabled(),
-                 on_epoch=show)
+    kwargs = dict(base=base, model_name=model_name, teacher=teacher, command=_command_line(),
+                  progress=progress_enabled(), on_epoch=None if auto_trials else show)
+    if auto_trials:
+        from edgetune.train.search import auto_finetune
+
+        result = auto_finetune(data, out, trials=auto_trials, cfg=cfg,
+                               say=(lambda m: None) if as_json else click.echo, **kwargs)
+    else:
+        result = run(data, out, cfg=cfg, resume=resume, scratch_baseline=compare_scratch, **kwargs)
+    if quiet:
+        return
     if as_json:
         echo_json({k: v for k, v in result.items() if k != "history"})
         return
@@ -132,10 +167,13 @@ def evaluate(model, data, split, out, device, as_json) -> None:
               help="...or under the fine-tuned val accuracy minus this.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
 def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, criterion, steps,
-             epochs_per_step, qat_epochs, min_accuracy, max_drop, device, seed, as_json) -> None:
+             epochs_per_step, qat_epochs, min_accuracy, max_drop, device, seed, nproc, as_json) -> None:
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
+    if _relaunched(nproc):
+        return
     from edgetune.compress.pipeline import CompressConfig, compress as run, format_stages
 
     if profile:
@@ -148,8 +186,11 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
                         criterion=criterion, steps=steps, epochs_per_step=epochs_per_step,
                         qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,
                         device=device, seed=seed)
+    quiet = _quiet_unless_main()
     result = run(checkpoint, data=data, out=out, cc=cc, command=_command_line(),
-                 progress=progress_enabled(), log=(lambda m: None) if as_json else click.echo)
+                 progress=progress_enabled(), log=(lambda m: None) if as_json or quiet else click.echo)
+    if quiet:
+        return
     if as_json:
         echo_json(result)
         return

@@ -23,6 +23,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
+from edgetune.train import distributed
 from edgetune.train.finetune import load_tensors
 from edgetune.train.loop import Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
 
@@ -133,13 +134,18 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
                                   parent=lineage_link(checkpoint, ckpt), data=data_info,
                                   recipe={**recipe, "steps_log": steps},
                                   metrics={"val_accuracy": pruned_val, "test_accuracy": pruned_test})
-    save_checkpoint(pruned_ckpt, out / PRUNED)
+    if distributed.is_main():
+        save_checkpoint(pruned_ckpt, out / PRUNED)
 
     qat = prepare_qat(pruned.cpu(), fe.n_frames, fe.n_mels)
     trainer = Trainer(qat, fe, tensors.train, tensors.val, _train_cfg(cc, cc.qat_epochs, cc.qat_lr),
                       tensors.noise, teacher=teacher, progress=progress)
     qat = trainer.run()
     qat_val, qat_test = scores(qat.to(device))
+    log(f"qat: val {qat_val:.4f} test {qat_test:.4f}")
+    result = {"pruned": str(out / PRUNED), "qat": str(out / QAT), "prune_steps": steps, "floor": floor}
+    if not distributed.is_main():  # rank 0 writes
+        return {**result, "stages": []}
     qat_ckpt = make_checkpoint(qat.cpu(), labels=ckpt["labels"], frontend=fe, stage="qat",
                                parent=lineage_link(out / PRUNED, pruned_ckpt), data=data_info,
                                recipe=recipe, quant=SCHEME,
@@ -147,13 +153,10 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
                                extra_meta={"params": pruned_ckpt["meta"]["params"],
                                            "macs": pruned_ckpt["meta"]["macs"]})
     save_checkpoint(qat_ckpt, out / QAT)
-    log(f"qat: val {qat_val:.4f} test {qat_test:.4f}")
-
     stages = stage_table(ckpt, checkpoint, pruned_ckpt, out / PRUNED, qat_ckpt, out / QAT,
                          {"finetuned": (teacher_val, teacher_test)}, tensors, fe, device)
     write_stages(out, stages)
-    return {"pruned": str(out / PRUNED), "qat": str(out / QAT), "stages": stages, "prune_steps": steps,
-            "floor": floor}
+    return {**result, "stages": stages}
 
 
 def stage_table(ft_ckpt, ft_path, pruned_ckpt, pruned_path, qat_ckpt, qat_path, known, tensors,

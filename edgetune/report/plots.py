@@ -152,7 +152,7 @@ def recall_compare_figure(per_class: dict, title: str, before: dict | None = Non
     x = np.arange(len(labels))
     after = [per_class[lab]["recall"] for lab in labels]
     prev = [before[lab]["recall"] if lab in before else np.nan for lab in labels]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.6 * len(labels) + 3), 3.4))
     ax.bar(x - 0.2, prev, 0.4, color="#a9a9a9", label="before fine-tuning")
     ax.bar(x + 0.2, after, 0.4, color=["#4c72b0" if r >= goal else "#c44e52" for r in after],
            label="after")
@@ -161,7 +161,7 @@ def recall_compare_figure(per_class: dict, title: str, before: dict | None = Non
     ax.axhline(goal, color="#c44e52", ls="--", lw=1, label=f"goal {goal:.2f}")
     ax.set_ylabel("recall")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 
@@ -268,6 +268,7 @@ def saliency_figure(features: np.ndarray, saliency: np.ndarray, top: list[tuple[
     plt = _pyplot()
     feats = np.asarray(features, float)
     sal = np.asarray(saliency, float)
+    sal = sal / sal.max() if sal.size and sal.max() > 0 else np.zeros_like(sal)  # relative
     fig = plt.figure(figsize=(10, 5.6))
     gs = fig.add_gridspec(2, 2, width_ratios=[3, 1.3], hspace=0.35, wspace=0.3)
     hop_s = frontend.hop_ms / 1000 if frontend is not None else 0.01
@@ -279,10 +280,10 @@ def saliency_figure(features: np.ndarray, saliency: np.ndarray, top: list[tuple[
     fig.colorbar(im, ax=a1, pad=0.01)
     a2 = fig.add_subplot(gs[1, 0], sharex=a1)
     im = a2.imshow(sal.T, origin="lower", aspect="auto", cmap="inferno", extent=extent,
-                   vmin=0, vmax=max(float(sal.max()), 1e-12))
+                   vmin=0, vmax=1)
     a2.contour(np.linspace(extent[0], extent[1], feats.shape[0]), np.arange(feats.shape[1]) + 0.5,
                feats.T, levels=3, colors="white", linewidths=0.3, alpha=0.5)
-    a2.set_title(f"saliency for '{top[0][0]}'")
+    a2.set_title(f"saliency for '{top[0][0]}' (relative to its maximum)")
     a2.set_xlabel("time (s)")
     a2.set_ylabel("mel bin")
     fig.colorbar(im, ax=a2, pad=0.01)

@@ -122,5 +122,7 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
 
 
 def lineage_link(path: str | os.PathLike, ckpt: dict) -> dict:
-    """The `parent` entry a child stage records for this checkpoint file."""
-    return {"sha256": sha256_file(path), "stage": ckpt["meta"]["stage"], "path": str(path)}
+    """The `parent` entry a child stage records for this checkpoint file: its hash and stage,
+    and its own parent link, so the whole chain travels with the newest file."""
+    return {"sha256": sha256_file(path), "stage": ckpt["meta"]["stage"], "path": str(path),
+            "parent": ckpt["meta"].get("parent")}

@@ -21,6 +21,7 @@ from edgetune.errors import DataError, EdgetuneError
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
+from edgetune.train import distributed
 from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
 
 TRAIN_STATE = "train_state.pt"
@@ -72,14 +73,16 @@ def adapt_head(base: torch.nn.Module, base_labels: list[str], labels: list[str],
     return model
 
 
-def restricted_accuracy(model, base_labels: list[str], labels: list[str], feats, targets, device):
-    """The base model's accuracy on the task, choosing only among the task's labels.
-    None when the base does not know every task label."""
-    if not set(labels) <= set(base_labels):
+def restricted_report(model, base_labels: list[str], labels: list[str], feats, targets, device):
+    """The base model on the task's test split, choosing only among the task's labels
+    (a classification report); None when the base does not know every task label."""
+    from edgetune.metrics import classification_report
+
+    if not set(labels) <= set(base_labels) or not len(targets):
         return None
     rows = [base_labels.index(lab) for lab in labels]
-    logits = predict(model, feats, device)[:, rows]
-    return accuracy(logits, targets)
+    predicted = predict(model, feats, device)[:, rows].argmax(1)
+    return classification_report(targets.numpy(), predicted.numpy(), labels)
 
 
 def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = None,
@@ -101,8 +104,12 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
 
     if base_ckpt:
         base_model = model_from_checkpoint(base_ckpt)
-        before = restricted_accuracy(base_model, base_ckpt["labels"], labels, test_feats,
-                                     tensors.test.targets, device)
+        before_report = restricted_report(base_model, base_ckpt["labels"], labels, test_feats,
+                                          tensors.test.targets, device)
+        if before_report and distributed.is_main():
+            _write_json(out / "verify-base.json", {**before_report, "model": str(base),
+                                                   "split": "test", "precision": "fp32"})
+        before = before_report["accuracy"] if before_report else None
         model = adapt_head(base_model, base_ckpt["labels"], labels, fe)
         parent = lineage_link(base, base_ckpt)
     else:
@@ -130,10 +137,12 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
                            data=data_info, recipe={**cfg.to_dict(), "command": command,
                                                    "base": str(base) if base else None},
                            metrics=metrics)
-    save_checkpoint(ckpt, out / f"{stage}.pt")
-    (out / TRAIN_STATE).unlink(missing_ok=True)
-    _write_json(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
-                                      "model": model_name, "train": cfg.to_dict()})
+    if distributed.is_main():
+        save_checkpoint(ckpt, out / f"{stage}.pt")
+        (out / TRAIN_STATE).unlink(missing_ok=True)
+        _write_json(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
+                                          "model": model_name, "train": cfg.to_dict(),
+                                          "processes": distributed.world_size()})
     return {"checkpoint": str(out / f"{stage}.pt"), "labels": labels, **metrics,
             "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"], "epochs": trainer.epoch,
             "history": trainer.history}

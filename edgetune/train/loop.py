@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from edgetune.data.augment import AugmentConfig, Augmenter
+from edgetune.train import distributed
 from edgetune.frontend import FrontEnd
 from edgetune.train.features import LogMel
 
@@ -135,13 +136,15 @@ class Trainer:
                  state_path: Path | None = None, progress: bool = False):
         torch.manual_seed(cfg.seed)
         self.cfg, self.fe, self.train, self.progress = cfg, fe, train, progress
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(distributed.setup(cfg.device))
         self.model = model.to(self.device)
+        self.trained = distributed.wrap(self.model, self.device)  # DDP under torchrun, else the model
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.logmel = LogMel(fe).to(self.device)
         self.val_features = features_of(fe, val.clips, self.device)
         self.val_targets = val.targets
-        self.augment = Augmenter(cfg.augment, fe.sample_rate, noise, seed=cfg.seed)
+        # Ranks see different clips, and different augmentation draws too.
+        self.augment = Augmenter(cfg.augment, fe.sample_rate, noise, seed=cfg.seed + 1000 * distributed.rank())
         self.shuffle = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), weight_decay=cfg.weight_decay)
         steps_per_epoch = max(math.ceil(len(train.targets) / cfg.batch_size), 1)
@@ -155,7 +158,7 @@ class Trainer:
     # -- one step ---------------------------------------------------------
     def _loss(self, feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.model(feats)
+            logits = self.trained(feats)
             loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
             if self.teacher is not None:
                 t = self.cfg.distill_temperature
@@ -196,10 +199,12 @@ class Trainer:
 
     # -- epochs -----------------------------------------------------------
     def run_epoch(self) -> dict:
-        self.model.train()
+        self.trained.train()
         set_frozen_eval(self.model, self.cfg)
-        order = torch.randperm(len(self.train.targets), generator=self.shuffle)
-        batches = list(order.split(self.cfg.batch_size))
+        # Every rank draws the same order (same seed) and trains on its own shard of it;
+        # the global batch stays cfg.batch_size.
+        order = distributed.shard(torch.randperm(len(self.train.targets), generator=self.shuffle))
+        batches = list(order.split(max(self.cfg.batch_size // distributed.world_size(), 1)))
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -218,10 +223,11 @@ class Trainer:
             bar.close()
         val_acc = accuracy(predict(self.model, self.val_features, self.device), self.val_targets)
         self.epoch += 1
-        return {"epoch": self.epoch, "train_loss": round(float(np.mean(losses)), 4),
-                "train_accuracy": round(float(np.mean(accs)), 4), "val_accuracy": round(val_acc, 4),
+        loss, acc = distributed.mean_across_ranks([float(np.mean(losses)), float(np.mean(accs))])
+        return {"epoch": self.epoch, "train_loss": round(loss, 4),
+                "train_accuracy": round(acc, 4), "val_accuracy": round(val_acc, 4),
                 "seconds": round(time.time() - t0, 2),
-                "samples_per_s": round(len(order) / max(time.time() - t0, 1e-9), 1)}
+                "samples_per_s": round(len(order) * distributed.world_size() / max(time.time() - t0, 1e-9), 1)}
 
     def run(self, on_epoch: Callable[[dict], None] | None = None) -> torch.nn.Module:
         while self.epoch < self.cfg.epochs:
@@ -231,10 +237,10 @@ class Trainer:
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             record["best_val_accuracy"] = self.best_acc
             self.history.append(record)
-            if self.log_path:
+            if self.log_path and distributed.is_main():
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-            if self.state_path:
+            if self.state_path and distributed.is_main():
                 self.save_state(self.state_path)
             if on_epoch:
                 on_epoch(record)

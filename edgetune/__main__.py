@@ -1,0 +1,5 @@
+"""`python -m edgetune` (how torchrun starts each process)."""
+
+from edgetune.cli import main
+
+main()
