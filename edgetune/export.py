@@ -64,15 +64,32 @@ def lineage_of(path: Path, ckpt: dict) -> list[dict]:
     return chain
 
 
+class _Converted(torch.nn.Module):
+    """A converted (int8 QDQ) graph as a module whose .eval() is harmless: exported
+    graphs refuse train/eval switches, and a converted graph has nothing to switch."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def train(self, mode: bool = True):
+        return self
+
+    def forward(self, x):
+        return self.graph(x)
+
+
 def torch_model(ckpt: dict) -> tuple[torch.nn.Module, torch.nn.Module, str]:
-    """(model to export, reference model for parity, precision)."""
+    """(model to export, torch reference for parity, precision). For int8 the reference
+    is the converted QAT model (integer weights, the QAT-learned activation ranges):
+    exactly what the ONNX file should compute."""
     from edgetune.train.checkpoint import model_from_checkpoint
 
     if ckpt.get("quant"):
         from edgetune.compress.qat import convert, qat_model_from_checkpoint
 
-        qat = qat_model_from_checkpoint(ckpt)
-        return convert(qat), qat, "int8"
+        converted = convert(qat_model_from_checkpoint(ckpt))
+        return converted, _Converted(converted), "int8"
     model = model_from_checkpoint(ckpt).eval()
     return model, model, "fp32"
 

@@ -114,6 +114,9 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the float network from arch + arch_config and load its weights."""
     from edgetune.nets import create_model
 
+    if ckpt.get("quant"):
+        raise ModelError("this is a quantized (QAT) checkpoint; fine-tune or compress the float one "
+                         "(finetuned.pt or pruned.pt), or export it with `edgetune export --onnx`")
     fe = FrontEnd.from_dict(ckpt["frontend"])
     model = create_model(ckpt["arch"], n_classes=len(ckpt["labels"]), n_frames=fe.n_frames,
                          n_mels=fe.n_mels, **ckpt["arch_config"])

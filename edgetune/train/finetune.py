@@ -74,14 +74,25 @@ def adapt_head(base: torch.nn.Module, base_labels: list[str], labels: list[str],
 
 
 def restricted_report(model, base_labels: list[str], labels: list[str], feats, targets, device):
-    """The base model on the task's test split, choosing only among the task's labels
-    (a classification report); None when the base does not know every task label."""
+    """The base model on the task's test split, out of the box (a classification report).
+
+    Task labels the base knows keep their rows; when the task has `_unknown_` and the
+    base lacks it, the base answering any word outside the task counts as `_unknown_`.
+    None when the base cannot express some task label."""
+    from edgetune.data.dataset import UNKNOWN
     from edgetune.metrics import classification_report
 
-    if not set(labels) <= set(base_labels) or not len(targets):
+    collapse_unknown = UNKNOWN in labels and UNKNOWN not in base_labels
+    needed = set(labels) - ({UNKNOWN} if collapse_unknown else set())
+    if not needed <= set(base_labels) or not len(targets):
         return None
-    rows = [base_labels.index(lab) for lab in labels]
-    predicted = predict(model, feats, device)[:, rows].argmax(1)
+    base_pred = predict(model, feats, device)
+    if collapse_unknown:
+        index = {lab: i for i, lab in enumerate(labels)}
+        mapped = [index.get(lab, index[UNKNOWN]) for lab in base_labels]
+        predicted = torch.tensor(mapped)[base_pred.argmax(1)]
+    else:
+        predicted = base_pred[:, [base_labels.index(lab) for lab in labels]].argmax(1)
     return classification_report(targets.numpy(), predicted.numpy(), labels)
 
 
@@ -190,5 +201,10 @@ def eval_checkpoint(ckpt: dict, clips: np.ndarray, device: str = "cpu") -> np.nd
     fe = FrontEnd.from_dict(ckpt["frontend"])
     dev = resolve_device(device)
     feats = features_of(fe, torch.from_numpy(clips), dev)
-    model = model_from_checkpoint(ckpt).to(dev)
+    if ckpt.get("quant"):  # the QAT model, int8 simulated
+        from edgetune.compress.qat import qat_model_from_checkpoint
+
+        model = qat_model_from_checkpoint(ckpt).to(dev)
+    else:
+        model = model_from_checkpoint(ckpt).to(dev)
     return predict(model, feats, dev).argmax(1).numpy()
