@@ -55,3 +55,14 @@ def make_tone_dataset(root: Path, clips_per_speaker: int = 3, seed: int = 0, noi
 @pytest.fixture(scope="session")
 def tone_dataset(tmp_path_factory) -> Path:
     return make_tone_dataset(tmp_path_factory.mktemp("tones"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets run faster on one intra-op thread, and far faster on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

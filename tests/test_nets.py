@@ -18,13 +18,7 @@ from edgetune.nets import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ALL = ["dscnn-s", "dscnn-m", "dscnn-l", "bcresnet-1", "bcresnet-2", "bcresnet-3", "bcresnet-8"]

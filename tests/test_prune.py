@@ -18,13 +18,7 @@ from edgetune.errors import ModelError
 from edgetune.nets import SubSpectralNorm, count_macs, count_params, create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 X = torch.randn(4, 1, 98, 40, generator=torch.Generator().manual_seed(0))
