@@ -1,15 +1,15 @@
 """onnxruntime latency and streaming real-time factor of exported models, as JSON.
 
-    python tools/bench_runtime.py RUN/model-fp32.onnx RUN/model-int8.onnx --out bench.json
+    python tools/bench_runtime.py RUN/finetuned-fp32.onnx RUN/qat-int8.onnx --torch RUN/finetuned.pt --out bench.json
 
 For each file: batch-1 inference latency (mean/p50/p99) at 1 thread and at N threads,
 the streaming loop's real-time factor over `--seconds` of audio, front-end cost per
 hop, size and precision (read from the file's metadata). Files are compared in a
 `comparison` block: fp32 vs int8 speed-up and size ratio when both are given.
 
-Hook for other back-ends: `bench_models(files, ...)` returns `{"models": [...]}`, one
-record per file, each with "backend": "onnxruntime"; a torch measurement can append
-records of the same shape (backend "torch-fp32") before `compare(records)`.
+`--torch CKPT` adds the float checkpoint run by torch eager on the CPU (batch-1
+latency at 1 and N threads; no streaming loop, which is device-side only), so
+torch fp32, onnxruntime fp32 and onnxruntime int8 sit side by side in one run.
 """
 
 from __future__ import annotations
@@ -52,6 +52,43 @@ def bench_models(
             }
         )
     return {"machine": machine(), "models": records, "comparison": compare(records)}
+
+
+def bench_torch(checkpoint: str | os.PathLike, runs: int = 300, threads: int | None = None) -> dict:
+    """torch eager fp32 batch-1 latency of a float checkpoint (host side: imports torch)."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    x = torch.randn(1, 1, fe.n_frames, fe.n_mels) * 3 - 5
+
+    def latency(n_threads: int) -> dict:
+        torch.set_num_threads(n_threads)
+        with torch.inference_mode():
+            for _ in range(10):
+                model(x)
+            ms = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                model(x)
+                ms.append(1000 * (time.perf_counter() - t0))
+        ms = np.array(ms)
+        return {"threads": n_threads, "runs": runs, "mean_ms": round(float(ms.mean()), 4),
+                "p50_ms": round(float(np.percentile(ms, 50)), 4),
+                "p99_ms": round(float(np.percentile(ms, 99)), 4)}
+
+    return {"backend": "torch", "model": str(checkpoint), "precision": "fp32",
+            "file_bytes": Path(checkpoint).stat().st_size, "latency_1_thread": latency(1),
+            "latency_n_threads": latency(threads or os.cpu_count() or 1),
+            "frontend_ms_per_hop": None, "stream_real_time_factor": None,
+            "torch": torch.__version__}
 
 
 def compare(records: list[dict]) -> list[dict]:
@@ -101,9 +138,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--threads", type=int, default=None, help="threads for the multi-thread figures"
     )
+    ap.add_argument("--torch", action="append", default=[], metavar="CKPT",
+                    help="also time this float checkpoint in torch (repeatable)")
     ap.add_argument("--out", default=None, help="write JSON here (default: stdout only)")
     a = ap.parse_args(argv)
     result = bench_models(a.models, a.seconds, a.runs, a.threads)
+    if a.torch:
+        result["models"] += [bench_torch(c, a.runs, a.threads) for c in a.torch]
+        result["comparison"] = compare(result["models"])
     text = json.dumps(result, indent=2)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
