@@ -35,7 +35,9 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", devi
     y_pred = eval_checkpoint(ckpt, clips, device)
     report = classification_report(y_true, y_pred, ckpt["labels"])
     report.update({"model": str(model_path), "split": split, "data": str(data),
-                   "stage": ckpt["meta"]["stage"]})
+                   "stage": ckpt["meta"]["stage"],
+                   "precision": "int8 (QAT, torch)" if ckpt.get("quant") else "fp32 (torch)",
+                   "mapped_to_unknown": ds.mapped_to_unknown})
     return report
 
 

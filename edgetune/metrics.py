@@ -38,21 +38,3 @@ def classification_report(y_true, y_pred, labels: list[str]) -> dict:
         "confusion": cm.tolist(),
         "labels": list(labels),
     }
-
-
-def format_report(report: dict) -> str:
-    """A per-class table and the confusion matrix as plain text."""
-    labels = report["labels"]
-    width = max(8, max(len(lab) for lab in labels))
-    lines = [f"{'label':<{width}}  precision  recall     f1  support"]
-    for lab in labels:
-        c = report["per_class"][lab]
-        lines.append(f"{lab:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}"
-                     f"  {c['support']:7d}")
-    lines.append("")
-    lines.append("confusion (rows: true, columns: predicted)")
-    short = [lab[:6] for lab in labels]
-    lines.append(" " * (width + 1) + " ".join(f"{s:>6}" for s in short))
-    for lab, row in zip(labels, report["confusion"]):
-        lines.append(f"{lab:<{width}} " + " ".join(f"{v:>6d}" for v in row))
-    return "\n".join(lines)

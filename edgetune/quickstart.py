@@ -9,13 +9,13 @@ reuses its output when it is already there, so re-running is cheap.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edgetune.errors import EdgetuneError
+from edgetune.files import write_json_atomic
 from edgetune.paths import REPO_MODELS, corpus_dir
 
 DEFAULT_BASE = "dscnn-s"
@@ -31,12 +31,6 @@ class QuickstartConfig:
     device_profile: str = "x86-64-laptop"
     device: str = "auto"
     base: Path = REPO_MODELS / f"{DEFAULT_BASE}.pt"
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _stage(name: str, done: Path, run: Callable[[], str], say: Callable[[str], None]) -> None:
@@ -104,7 +98,7 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
 
     def verify_stage():
         r = verify(int8, data, split="test")
-        _write_json(run / "verify.json", r)
+        write_json_atomic(run / "verify.json", r)
         return (f"int8 on the device path: {r['accuracy']:.1%} on {r['n']} test clips "
                 f"({'PASS' if r['passed'] else 'FAIL'} vs goal {r['min_accuracy']:.0%})")
 
@@ -114,7 +108,7 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
         wav, truth = run / "stream.wav", run / "stream.csv"
         make_stream(data, split="test", minutes=cfg.stream_minutes, out_wav=wav, out_csv=truth)
         r = stream_eval(int8, wav, truth)
-        _write_json(run / "stream.json", r)
+        write_json_atomic(run / "stream.json", r)
         return (f"{r['words']} words in {r['audio_seconds'] / 60:.0f} min: {r['correct_pct']:.1f}% "
                 f"correct, {r['false_accepts_per_hour']:.1f} false accepts/hour")
 
@@ -122,7 +116,7 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
 
     def bench_stage():
         r = bench(int8, device=cfg.device_profile, seconds=20, runs=100)
-        _write_json(run / "bench.json", r)
+        write_json_atomic(run / "bench.json", r)
         return (f"int8 latency p50 {r['latency_1_thread']['p50_ms']:.2f} ms (1 thread), streaming "
                 f"real-time factor {r['stream']['real_time_factor']:.3f} on this machine")
 

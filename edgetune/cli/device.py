@@ -74,13 +74,8 @@ def _stream_options(f):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def verify_cmd(model, data, split, min_accuracy, batch_size, threads, out, as_json):
     """Score an exported MODEL on a labelled split; exit 1 below the accuracy goal."""
-    from edgetune.runtime.verify import (
-        GoalNotMet,
-        failure_message,
-        format_report,
-        verify,
-        write_json_atomic,
-    )
+    from edgetune.files import write_json_atomic
+    from edgetune.runtime.verify import GoalNotMet, failure_message, format_report, verify
 
     report = verify(
         model, data, split, min_accuracy, batch_size, threads, progress=progress_enabled()
@@ -145,7 +140,7 @@ def devices_cmd(as_json):
 def bench_cmd(model, device, seconds, runs, threads, out, as_json):
     """Front-end cost, latency, real-time factor and memory; with --device, exit 1 over a budget."""
     from edgetune.runtime.bench import BudgetExceeded, bench, failure_message, format_bench
-    from edgetune.runtime.verify import write_json_atomic
+    from edgetune.files import write_json_atomic
 
     r = bench(model, device=device, seconds=seconds, runs=runs, threads=threads)
     if out:
@@ -328,7 +323,7 @@ def stream_eval_cmd(
 ):
     """Streaming accuracy of MODEL on a long stream with truth (TensorFlow's test_streaming_accuracy)."""
     from edgetune.runtime import streameval as S
-    from edgetune.runtime.verify import write_json_atomic
+    from edgetune.files import write_json_atomic
 
     if calibrate:
         if average_ms is not None or threshold is not None or suppress_ms is not None:

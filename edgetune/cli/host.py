@@ -131,22 +131,19 @@ def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale,
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(model, data, split, out, device, as_json) -> None:
     """Score a checkpoint (.pt) or export (.onnx) on a dataset split."""
-    import json
-
     from edgetune.evaluate import evaluate as run
     from edgetune.evaluate import save_confusion_png
-    from edgetune.metrics import format_report
+    from edgetune.files import write_json_atomic
+    from edgetune.runtime.verify import format_report
 
     report = run(model, data, split=split, device=device, progress=progress_enabled() and not as_json)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        Path(out, "report.json").write_text(json.dumps(report, indent=2))
+        write_json_atomic(Path(out, "report.json"), report)
         report["confusion_png"] = save_confusion_png(report, Path(out, "confusion.png"))
     if as_json:
         echo_json(report)
         return
     click.echo(format_report(report))
-    click.echo(f"\naccuracy {_pct(report['accuracy'])} on {report['n']} clips ({split})")
 
 
 @click.command()

@@ -11,8 +11,6 @@ model with simulated int8 (distilled from the unpruned float model).
 from __future__ import annotations
 
 import copy
-import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from edgetune.errors import EdgetuneError
+from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
@@ -195,9 +194,7 @@ def onnx_sizes(path: Path, ckpt: dict) -> tuple[int | None, int | None]:
 
 
 def write_stages(out: Path, stages: list[dict]) -> None:
-    tmp = out / ".stages.json.tmp"
-    tmp.write_text(json.dumps(stages, indent=2))
-    os.replace(tmp, out / "stages.json")
+    write_json_atomic(out / "stages.json", stages)
     (out / "stages.md").write_text(format_stages(stages) + "\n")
 
 

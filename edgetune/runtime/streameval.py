@@ -403,7 +403,10 @@ def calibrate(
 
 def format_eval(r: dict) -> str:
     s = r["settings"]
-    f = lambda x: "-" if x is None else f"{x:.1f}"
+
+    def f(x):
+        return "-" if x is None else f"{x:.1f}"
+
     return "\n".join(
         [
             f"model      {r['model']} ({r['precision']})",

@@ -8,7 +8,6 @@ from-scratch model trained with the same budget, so the gain is measured.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from edgetune.data.dataset import ClipLoader, Dataset, load_dataset
 from edgetune.errors import DataError, EdgetuneError
+from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
@@ -118,7 +118,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
         before_report = restricted_report(base_model, base_ckpt["labels"], labels, test_feats,
                                           tensors.test.targets, device)
         if before_report and distributed.is_main():
-            _write_json(out / "verify-base.json", {**before_report, "model": str(base),
+            write_json_atomic(out / "verify-base.json", {**before_report, "model": str(base),
                                                    "split": "test", "precision": "fp32"})
         before = before_report["accuracy"] if before_report else None
         model = adapt_head(base_model, base_ckpt["labels"], labels, fe)
@@ -151,7 +151,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     if distributed.is_main():
         save_checkpoint(ckpt, out / f"{stage}.pt")
         (out / TRAIN_STATE).unlink(missing_ok=True)
-        _write_json(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
+        write_json_atomic(out / "config.json", {"command": command, "data": str(data), "base": str(base) if base else None,
                                           "model": model_name, "train": cfg.to_dict(),
                                           "processes": distributed.world_size()})
     return {"checkpoint": str(out / f"{stage}.pt"), "labels": labels, **metrics,
@@ -188,12 +188,6 @@ def _scratch(like, labels, fe, tensors, cfg, test_feats, progress) -> float:
     best = Trainer(model, fe, tensors.train, tensors.val, scratch_cfg, tensors.noise,
                    progress=progress).run()
     return accuracy(predict(best, test_feats, torch.device("cpu")), tensors.test.targets)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def eval_checkpoint(ckpt: dict, clips: np.ndarray, device: str = "cpu") -> np.ndarray:
