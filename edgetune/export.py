@@ -47,9 +47,37 @@ def metadata(ckpt: dict, precision: str, lineage: list[dict], stream: dict | Non
         "edgetune.arch": {"arch": ckpt["arch"], "params": ckpt["meta"].get("params"),
                           "macs": ckpt["meta"].get("macs")},
     }
+    if ckpt.get("heads"):  # a merged model: one output per head, each with its labels
+        props["edgetune.heads"] = [{"name": h["name"], "labels": h["labels"], "output": f"logits_{h['name']}"}
+                                   for h in ckpt["heads"]]
     if device:
         props["edgetune.device"] = device
     return {k: json.dumps(v) for k, v in props.items()}
+
+
+def output_names(ckpt: dict) -> list[str]:
+    return [f"logits_{h['name']}" for h in ckpt["heads"]] if ckpt.get("heads") else ["logits"]
+
+
+class _HeadOutputs(torch.nn.Module):
+    """A merged model's concatenated logits as one output per head."""
+
+    def __init__(self, model: torch.nn.Module, sizes: list[int]):
+        super().__init__()
+        self.model, self.sizes = model, list(sizes)
+        self.training = False  # set directly: the int8 graph inside refuses .eval()
+
+    def train(self, mode: bool = True):  # see _Converted: the graph inside has nothing to switch
+        return self
+
+    def forward(self, x):
+        return tuple(torch.split(self.model(x), self.sizes, dim=1))
+
+
+def for_export(model: torch.nn.Module, ckpt: dict) -> torch.nn.Module:
+    if not ckpt.get("heads"):
+        return model
+    return _HeadOutputs(model, [len(h["labels"]) for h in ckpt["heads"]])
 
 
 def lineage_of(path: Path, ckpt: dict) -> list[dict]:
@@ -94,14 +122,15 @@ def torch_model(ckpt: dict) -> tuple[torch.nn.Module, torch.nn.Module, str]:
     return model, model, "fp32"
 
 
-def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, str]) -> None:
+def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, str],
+            outputs: list[str] | None = None) -> None:
     import onnx
 
     x = torch.randn(2, 1, fe.n_frames, fe.n_mels)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each step
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=OPSET,
-                                    input_names=["features"], output_names=["logits"],
+                                    input_names=["features"], output_names=outputs or ["logits"],
                                     dynamic_shapes=({0: batch},), verbose=False)
     proto = program.model_proto
     # The exporter annotates every node with Python stack and module paths: debug
@@ -141,26 +170,38 @@ def optimized_ops(path: Path) -> Counter:
     return Counter(n.op_type for n in graph.node)
 
 
+def _accuracy(logits: np.ndarray, targets: np.ndarray, slices: list[tuple[int, int]]) -> float:
+    """Each clip answered by the head its target belongs to."""
+    right = 0
+    for a, b in slices:
+        mine = (targets >= a) & (targets < b)
+        right += int((logits[mine, a:b].argmax(1) + a == targets[mine]).sum())
+    return right / len(targets)
+
+
 def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets: np.ndarray | None,
-           precision: str) -> dict:
+           precision: str, slices: list[tuple[int, int]] | None = None) -> dict:
     """Compare onnxruntime with torch on the same features."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ort_logits = np.concatenate([session.run(None, {"features": features[i : i + 256]})[0]
+    # a merged model has one output per head: side by side they are the torch logits
+    ort_logits = np.concatenate([np.concatenate(session.run(None, {"features": features[i : i + 256]}), axis=1)
                                  for i in range(0, len(features), 256)])
     reference.eval()
     with torch.no_grad():
         ref_logits = torch.cat([reference(torch.from_numpy(features[i : i + 256]))
                                 for i in range(0, len(features), 256)]).numpy()
+    slices = slices or [(0, ref_logits.shape[1])]
+    agree = [(ort_logits[:, a:b].argmax(1) == ref_logits[:, a:b].argmax(1)).mean() for a, b in slices]
     out = {"n": int(len(features)),
            "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),
-           "top1_agreement": float((ort_logits.argmax(1) == ref_logits.argmax(1)).mean())}
+           "top1_agreement": float(min(agree))}
     if targets is not None and len(targets):
-        out["onnx_accuracy"] = float((ort_logits.argmax(1) == targets).mean())
-        out["torch_accuracy"] = float((ref_logits.argmax(1) == targets).mean())
+        out["onnx_accuracy"] = _accuracy(ort_logits, targets, slices)
+        out["torch_accuracy"] = _accuracy(ref_logits, targets, slices)
     if precision == "fp32":
         out["passed"] = out["max_abs_diff"] <= FP32_MAX_DIFF
     else:
@@ -175,16 +216,22 @@ def parity_inputs(ckpt: dict, data: str | Path | None, limit: int = 2000):
     from edgetune.frontend import log_mel
 
     fe = FrontEnd.from_dict(ckpt["frontend"])
-    source = data or ckpt["meta"].get("data", {}).get("source")
-    if not source or not Path(source).exists():
+    heads = ckpt.get("heads") or [{"labels": ckpt["labels"]}]
+    recorded = ckpt["meta"].get("data", {}).get("source")
+    sources = [data] if data and not ckpt.get("heads") else (recorded if ckpt.get("heads") else [recorded])
+    if not all(s and Path(s).exists() for s in sources or [None]):
         rng = np.random.default_rng(0)
         return rng.normal(-4, 3, (64, 1, fe.n_frames, fe.n_mels)).astype(np.float32), None, "random"
-    ds = load_dataset(source, labels=ckpt["labels"])
-    examples = (ds.split("test") + ds.split("val"))[:limit]
-    clips = ClipLoader(fe).clips(examples)
-    feats = np.stack([log_mel(fe, c)[None] for c in clips]).astype(np.float32)
-    index = {lab: i for i, lab in enumerate(ckpt["labels"])}
-    return feats, np.array([index[e.label] for e in examples]), str(source)
+    feats, targets, offset = [], [], 0
+    for source, head in zip(sources, heads):
+        ds = load_dataset(source, labels=head["labels"])
+        examples = (ds.split("test") + ds.split("val"))[: limit // len(heads)]
+        clips = ClipLoader(fe).clips(examples)
+        feats += [log_mel(fe, c)[None] for c in clips]
+        index = {lab: offset + i for i, lab in enumerate(head["labels"])}
+        targets += [index[e.label] for e in examples]
+        offset += len(head["labels"])
+    return np.stack(feats).astype(np.float32), np.array(targets), ", ".join(map(str, sources))
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str | Path | None = None,
@@ -200,7 +247,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str
     # Checked under a temporary name: a failed check leaves nothing behind.
     staged = out.with_name(f".{out.name}.checking")
     try:
-        to_onnx(model, fe, staged, props)
+        to_onnx(for_export(model, ckpt), fe, staged, props, output_names(ckpt))
         result = check_export(staged, ckpt, reference, precision, data)
         os.replace(staged, out)
     finally:
@@ -215,7 +262,10 @@ def check_export(path: Path, ckpt: dict, reference, precision: str, data) -> dic
         raise ModelError(f"the int8 export runs no int8 convolution in onnxruntime "
                          f"(ops: {dict(ops)}); nothing was written")
     feats, targets, source = parity_inputs(ckpt, data)
-    check = parity(path, reference, feats, targets, precision)
+    from edgetune.nets.multihead import slices_of
+
+    slices = slices_of(ckpt["arch_config"]) if ckpt.get("heads") else None
+    check = parity(path, reference, feats, targets, precision, slices)
     check["inputs"] = source
     if not check["passed"]:
         raise ModelError(f"parity check against torch failed ({json.dumps(check)}); nothing was "

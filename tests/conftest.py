@@ -39,10 +39,11 @@ def tone_clip(freq: float, rng: np.random.Generator, seconds: float = 1.0) -> np
     return audio.astype(np.float32)
 
 
-def make_tone_dataset(root: Path, clips_per_speaker: int = 3, seed: int = 0, noise: bool = True) -> Path:
+def make_tone_dataset(root: Path, clips_per_speaker: int = 3, seed: int = 0, noise: bool = True,
+                      labels: dict[str, float] | None = None) -> Path:
     rng = np.random.default_rng(seed)
     for speaker in speakers_covering_splits():
-        for label, freq in TONE_LABELS.items():
+        for label, freq in (labels or TONE_LABELS).items():
             for k in range(clips_per_speaker):
                 write_audio(root / label / f"{speaker}_nohash_{k}.wav", tone_clip(freq, rng), RATE)
     if noise:

@@ -13,6 +13,7 @@ from edgetune import __version__
 from edgetune.cli import data as _data
 from edgetune.cli import device as _device
 from edgetune.cli import host as _host
+from edgetune.cli import merge as _merge
 from edgetune.cli import report as _report
 from edgetune.cli.common import ErrorHandlingGroup
 
@@ -27,7 +28,7 @@ def cli() -> None:
     """
 
 
-for module in (_data, _host, _device, _report):
+for module in (_data, _host, _merge, _device, _report):
     for command in module.COMMANDS:
         cli.add_command(command)
 

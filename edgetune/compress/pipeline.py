@@ -23,7 +23,8 @@ from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
 from edgetune.train import distributed
-from edgetune.train.finetune import load_tensors
+from edgetune.nets.multihead import head_slices
+from edgetune.train.merge import checkpoint_tensors
 from edgetune.train.loop import Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
 
 PRUNED, QAT = "pruned.pt", "qat.pt"
@@ -107,29 +108,32 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     if ckpt.get("quant"):
         raise EdgetuneError(f"{checkpoint}: already quantized; compress the fine-tuned checkpoint")
     out = Path(out) if out else checkpoint.parent
-    data = data or ckpt["meta"].get("data", {}).get("source")
-    if not data:
-        raise EdgetuneError(f"{checkpoint} records no dataset; pass --data DIR")
     fe = FrontEnd.from_dict(ckpt["frontend"])
-    tensors = load_tensors(data, fe, labels=ckpt["labels"], progress=progress)
+    try:
+        tensors = checkpoint_tensors(ckpt, data, progress=progress)  # every head's data, if merged
+    except EdgetuneError as e:
+        raise EdgetuneError(f"{checkpoint}: {e}") from None
+    data = data or ckpt["meta"].get("data", {}).get("source")
     teacher = model_from_checkpoint(ckpt).eval()
+    slices = head_slices(teacher)
     device = resolve_device(cc.device)
     val_feats = features_of(fe, tensors.val.clips, device)
     test_feats = features_of(fe, tensors.test.clips, device)
 
     def scores(model):
-        return (round(accuracy(predict(model, val_feats, device), tensors.val.targets), 4),
-                round(accuracy(predict(model, test_feats, device), tensors.test.targets), 4))
+        return (round(accuracy(predict(model, val_feats, device), tensors.val.targets, slices), 4),
+                round(accuracy(predict(model, test_feats, device), tensors.test.targets, slices), 4))
 
     teacher_val, teacher_test = scores(teacher.to(device))
     floor = cc.min_accuracy if cc.min_accuracy is not None else teacher_val - (cc.max_drop or 0.0)
-    data_info = {"source": str(data), "fingerprint": tensors.dataset.fingerprint(),
+    data_info = {"source": data if isinstance(data, list) else str(data), "fingerprint": tensors.dataset.fingerprint(),
                  "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
     recipe = {**cc.__dict__, "command": command}
 
     pruned, _, steps = prune_with_recovery(teacher, tensors, fe, cc, floor, progress, log)
     pruned_val, pruned_test = scores(pruned.to(device))
     pruned_ckpt = make_checkpoint(pruned.cpu(), labels=ckpt["labels"], frontend=fe, stage="pruned",
+                                  heads=ckpt.get("heads"),
                                   parent=lineage_link(checkpoint, ckpt), data=data_info,
                                   recipe={**recipe, "steps_log": steps},
                                   metrics={"val_accuracy": pruned_val, "test_accuracy": pruned_test})
@@ -146,6 +150,7 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     if not distributed.is_main():  # rank 0 writes
         return {**result, "stages": []}
     qat_ckpt = make_checkpoint(qat.cpu(), labels=ckpt["labels"], frontend=fe, stage="qat",
+                               heads=ckpt.get("heads"),
                                parent=lineage_link(out / PRUNED, pruned_ckpt), data=data_info,
                                recipe=recipe, quant=SCHEME,
                                metrics={"val_accuracy": qat_val, "test_accuracy": qat_test},
@@ -183,12 +188,13 @@ def _row(stage, ckpt, path, test, val) -> dict:
 
 def onnx_sizes(path: Path, ckpt: dict) -> tuple[int | None, int | None]:
     """Bytes of the ONNX file this checkpoint exports to (fp32 for float, int8 for QAT)."""
-    from edgetune.export import metadata, to_onnx, torch_model
+    from edgetune.export import for_export, metadata, output_names, to_onnx, torch_model
 
     model, _, precision = torch_model(ckpt)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d) / "m.onnx"
-        to_onnx(model, FrontEnd.from_dict(ckpt["frontend"]), tmp, metadata(ckpt, precision, []))
+        to_onnx(for_export(model, ckpt), FrontEnd.from_dict(ckpt["frontend"]), tmp,
+                metadata(ckpt, precision, []), output_names(ckpt))
         size = tmp.stat().st_size
     return (size, None) if precision == "fp32" else (None, size)
 

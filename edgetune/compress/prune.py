@@ -139,11 +139,16 @@ def _prune_to(model: nn.Module, x: torch.Tensor, widths: list[int], criterion: s
     return model
 
 
+def n_outputs(model: nn.Module) -> int:
+    """Classes of the model (all heads together for a multi-head model)."""
+    return sum(m.out_features for m in model.classifier.modules() if isinstance(m, nn.Linear))
+
+
 def _check_rebuild(model: nn.Module) -> None:
     """The pruned model's arch_config must describe exactly its modules."""
     from edgetune.nets import create_model
 
-    rebuilt = create_model(model.arch, model.classifier.out_features, model.n_frames,
+    rebuilt = create_model(model.arch, n_outputs(model), model.n_frames,
                            model.n_mels, **model.arch_config)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
@@ -244,7 +249,7 @@ def prune_model(
     shape = (1, *x.shape[1:])
     params0, macs0 = count_params(model), count_macs(model, shape)
     channels0 = list(model.arch_config["channels"])
-    n_classes = model.classifier.out_features
+    n_classes = n_outputs(model)
     cache: dict[tuple, tuple[int, int]] = {}
 
     def cost(widths: list[int]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from torch import nn
 from edgetune.errors import ModelError
 from edgetune.nets import bcresnet as _bcresnet
 from edgetune.nets import dscnn as _dscnn
+from edgetune.nets import multihead as _multihead
 from edgetune.nets.bcresnet import BCResNet, SubSpectralNorm
 from edgetune.nets.dscnn import DSCNN
 
@@ -72,6 +73,8 @@ def create_model(name: str, n_classes: int, n_frames: int = 98, n_mels: int = 40
                  **arch_config) -> nn.Module:
     """Build `name` for `n_classes` outputs; `arch_config` overrides the defaults
     (a model's own `arch_config`, pruned widths included, rebuilds it exactly)."""
+    if name == _multihead.ARCH:  # composite: heads of a registry net on one trunk (edgetune merge)
+        return _build(_multihead.MultiHead, name, n_classes, n_frames, n_mels, arch_config)
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
@@ -81,9 +84,12 @@ def create_model(name: str, n_classes: int, n_frames: int = 98, n_mels: int = 40
     if bad:
         raise ModelError(f"{name}: unknown arch_config keys {sorted(bad)}; "
                          f"known: {sorted(entry.defaults)}")
-    cfg = {**entry.defaults, **arch_config}
+    return _build(entry.cls, name, n_classes, n_frames, n_mels, {**entry.defaults, **arch_config})
+
+
+def _build(cls, name: str, n_classes: int, n_frames: int, n_mels: int, cfg: dict) -> nn.Module:
     try:
-        model = entry.cls(int(n_classes), int(n_frames), int(n_mels), **cfg)
+        model = cls(int(n_classes), int(n_frames), int(n_mels), **cfg)
     except (ValueError, TypeError) as e:
         raise ModelError(f"{name}: cannot build from arch_config {cfg}: {e}") from None
     model.arch = name

@@ -209,12 +209,20 @@ class BCResNet(nn.Module):
     def embedding_dim(self) -> int:
         return self.classifier.in_features
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, 1, frames, mels] -> [batch, 1, mels, frames]: frequency first."""
+        return x.transpose(2, 3)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output -> embedding [batch, channels[-1]]."""
+        return x.mean(dim=(2, 3))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, 1, frames, mels] -> pooled embedding [batch, channels[-1]]."""
-        x = x.transpose(2, 3)  # -> [batch, 1, mels, frames]: frequency first
+        x = self.prepare(x)
         for block in self.blocks:
             x = block(x)
-        return x.mean(dim=(2, 3))
+        return self.pool(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -119,11 +119,20 @@ class DSCNN(nn.Module):
     def embedding_dim(self) -> int:
         return self.classifier.in_features
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the first block takes it: [batch, 1, frames, mels] as is."""
+        return x
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output -> embedding [batch, channels[-1]]."""
+        return self.dropout(x.mean(dim=(2, 3)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, 1, frames, mels] -> pooled embedding [batch, channels[-1]]."""
+        x = self.prepare(x)
         for block in self.blocks:
             x = block(x)
-        return self.dropout(x.mean(dim=(2, 3)))
+        return self.pool(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -43,8 +43,12 @@ def make_checkpoint(
     metrics: dict | None = None,
     quant: dict | None = None,
     extra_meta: dict | None = None,
+    heads: list[dict] | None = None,
 ) -> dict:
-    """Build the contract dict for `model` (which must carry `arch` and `arch_config`)."""
+    """Build the contract dict for `model` (which must carry `arch` and `arch_config`).
+
+    `heads` (merged models only): [{"name", "labels"}] in output-column order; then
+    `labels` is every head's labels side by side."""
     from edgetune.nets import count_macs, count_params
 
     if stage not in STAGES:
@@ -62,7 +66,9 @@ def make_checkpoint(
         "torch": torch.__version__.split("+")[0],
     }
     meta.update(extra_meta or {})
+    head_entry = {"heads": [dict(h) for h in heads]} if heads else {}
     return {
+        **head_entry,
         "format": FORMAT,
         "arch": model.arch,
         "arch_config": dict(model.arch_config),

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from edgetune.data.augment import AugmentConfig, Augmenter
 from edgetune.train import distributed
 from edgetune.frontend import FrontEnd
+from edgetune.nets.multihead import head_slices
 from edgetune.train.features import LogMel
 
 
@@ -124,8 +125,45 @@ def features_of(fe: FrontEnd, clips: torch.Tensor, device: torch.device,
                       for i in range(0, len(clips), batch_size)])
 
 
-def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return float((logits.argmax(1) == targets).float().mean()) if len(targets) else float("nan")
+def predicted(logits: torch.Tensor, targets: torch.Tensor, slices=None) -> torch.Tensor:
+    """Predicted classes; with head slices (a multi-head model), each clip is answered by
+    the head its target belongs to."""
+    if slices is None:
+        return logits.argmax(1)
+    out = torch.full_like(targets, -1)
+    for start, end in slices:
+        mine = (targets >= start) & (targets < end)
+        out[mine] = logits[mine, start:end].argmax(1) + start
+    return out
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor, slices=None) -> float:
+    if not len(targets):
+        return float("nan")
+    return float((predicted(logits, targets, slices) == targets).float().mean())
+
+
+def hard_loss(logits: torch.Tensor, y: torch.Tensor, slices, smoothing: float) -> torch.Tensor:
+    """Cross-entropy; for a multi-head model each clip trains only its own head."""
+    if slices is None:
+        return F.cross_entropy(logits, y, label_smoothing=smoothing)
+    total = logits.new_zeros(())
+    for start, end in slices:
+        mine = (y >= start) & (y < end)
+        if mine.any():
+            total = total + F.cross_entropy(logits[mine, start:end].float(), y[mine] - start,
+                                            label_smoothing=smoothing, reduction="sum")
+    return total / len(y)
+
+
+def soft_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, slices, t: float) -> torch.Tensor:
+    """Distillation (KL to the teacher's softened answer), each head on its own columns."""
+    total = logits.new_zeros(())
+    for start, end in slices or [(0, logits.shape[1])]:
+        soft = F.softmax(teacher_logits[:, start:end].float() / t, dim=1)
+        total = total + F.kl_div(F.log_softmax(logits[:, start:end].float() / t, dim=1), soft,
+                                 reduction="batchmean")
+    return total * t * t
 
 
 class Trainer:
@@ -138,6 +176,7 @@ class Trainer:
         self.cfg, self.fe, self.train, self.progress = cfg, fe, train, progress
         self.device = resolve_device(distributed.setup(cfg.device))
         self.model = model.to(self.device)
+        self.slices = head_slices(model)  # None unless several heads share the model
         self.trained = distributed.wrap(self.model, self.device)  # DDP under torchrun, else the model
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.logmel = LogMel(fe).to(self.device)
@@ -159,13 +198,12 @@ class Trainer:
     def _loss(self, feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, enabled=self.amp):
             logits = self.trained(feats)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            loss = hard_loss(logits, y, self.slices, self.cfg.label_smoothing)
             if self.teacher is not None:
-                t = self.cfg.distill_temperature
                 with torch.no_grad():
-                    soft = F.softmax(self.teacher(feats).float() / t, dim=1)
-                kd = F.kl_div(F.log_softmax(logits.float() / t, dim=1), soft, reduction="batchmean")
-                loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * kd * t * t
+                    teacher_logits = self.teacher(feats)
+                kd = soft_loss(logits, teacher_logits, self.slices, self.cfg.distill_temperature)
+                loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * kd
         return loss, logits
 
     def _adversarial(self, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -175,7 +213,7 @@ class Trainer:
         adv = feats.detach().clone()
         for _ in range(steps):
             adv.requires_grad_(True)
-            loss = F.cross_entropy(self.model(adv), y)
+            loss = hard_loss(self.model(adv), y, self.slices, 0.0)
             (grad,) = torch.autograd.grad(loss, adv)
             adv = (adv.detach() + step_size * grad.sign())
             adv = feats + (adv - feats).clamp(-eps, eps)
@@ -195,7 +233,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return float(loss.detach()), float((logits.detach().argmax(1) == y).float().mean())
+        return float(loss.detach()), accuracy(logits.detach(), y, self.slices)
 
     # -- epochs -----------------------------------------------------------
     def run_epoch(self) -> dict:
@@ -221,7 +259,7 @@ class Trainer:
                 bar.update()
         if bar:
             bar.close()
-        val_acc = accuracy(predict(self.model, self.val_features, self.device), self.val_targets)
+        val_acc = accuracy(predict(self.model, self.val_features, self.device), self.val_targets, self.slices)
         self.epoch += 1
         loss, acc = distributed.mean_across_ranks([float(np.mean(losses)), float(np.mean(accs))])
         return {"epoch": self.epoch, "train_loss": round(loss, 4),

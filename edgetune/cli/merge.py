@@ -1,0 +1,70 @@
+"""`edgetune merge`: several fine-tuned models as one multi-head model (torch)."""
+
+from __future__ import annotations
+
+import click
+
+from edgetune.cli.common import echo_json, progress_enabled
+from edgetune.errors import EdgetuneError
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise EdgetuneError(f"--data {item!r}: write it as HEAD=DIR, e.g. --data digits=corpus/digits")
+        out[name] = path
+    return out
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="The merged checkpoint (.pt).")
+@click.option("--names", help="Head names, comma-separated [default: each model's dataset folder name].")
+@click.option("--data", "data", multiple=True, metavar="HEAD=DIR",
+              help="A head's dataset, where its model's recorded one moved (repeatable).")
+@click.option("--distill", is_flag=True, help="Distil into one shared trunk even when the models "
+                                              "share early blocks exactly.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
+@click.option("--json", "as_json", is_flag=True)
+def merge(checkpoints, out, names, data, distill, epochs, batch_size, lr, device, seed, nproc, as_json) -> None:
+    """One model for several tasks: a shared trunk, one head per input model.
+
+    Models fine-tuned from one base with their first blocks frozen share those blocks
+    exactly (nothing is trained); otherwise one trunk is distilled from all of them."""
+    from edgetune.cli.host import _command_line, _quiet_unless_main, _relaunched
+
+    if _relaunched(nproc):
+        return
+    from edgetune.train.loop import TrainConfig
+    from edgetune.train.merge import merge as run
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, distill_alpha=0.7, device=device, seed=seed)
+    result = run(list(checkpoints), out, names=names.split(",") if names else None,
+                 data=_data_overrides(data), distill=distill, cfg=cfg, command=_command_line(),
+                 progress=progress_enabled())
+    if _quiet_unless_main():
+        return
+    if as_json:
+        echo_json({k: v for k, v in result.items() if k != "history"})
+        return
+    click.echo(f"merged {len(result['heads'])} models ({result['how']}, {result['shared_blocks']} shared blocks): "
+               f"{result['params']:,} params vs {result['params_separate']:,} apart, "
+               f"{result['macs']:,} MACs vs {result['macs_separate']:,}")
+    for head in result["heads"]:
+        click.echo(f"  {head:<12} test {_pct(result['test_accuracy'][head])}"
+                   f"  (its own model {_pct(result['own_model_test_accuracy'][head])})")
+    click.echo(f"wrote {result['checkpoint']}; next: edgetune compress {result['checkpoint']}")
+
+
+COMMANDS: list[click.Command] = [merge]

@@ -1,0 +1,219 @@
+"""`edgetune merge`: several fine-tuned models as one multi-head model.
+
+Two ways, chosen by what the models share:
+- exact: models fine-tuned from one base with their first blocks frozen have those
+  blocks equal bit for bit; they become the shared trunk, and each head keeps its
+  own remaining blocks and classifier. Nothing is trained; every head answers
+  exactly as its own model did.
+- distilled: otherwise (or with `distill=True`), a student with one trunk (all
+  blocks shared) and one classifier per teacher learns on the union of the
+  teachers' data: each head from its teacher's soft labels on every clip, plus
+  the hard labels of its own clips.
+
+The merged checkpoint lists its heads (`heads`: name and labels each); its
+`labels` are the heads' labels side by side, the model's output columns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgetune.errors import EdgetuneError
+from edgetune.frontend import FrontEnd
+from edgetune.nets.multihead import ARCH, split_config
+from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
+                                       model_from_checkpoint, save_checkpoint)
+from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class Teachers(nn.Module):
+    """The teachers side by side: their logits concatenated in head order."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x) for m in self.models], dim=1)
+
+
+def head_names(ckpts: list[dict], paths: list[Path], names: list[str] | None) -> list[str]:
+    """Given names, else each model's dataset folder name (commands, digits, ...)."""
+    if names:
+        if len(names) != len(ckpts):
+            raise EdgetuneError(f"--names gives {len(names)} names for {len(ckpts)} models")
+    else:
+        names = [Path(c["meta"].get("data", {}).get("source") or p.stem).name for c, p in zip(ckpts, paths)]
+    names = [re.sub(r"\W", "_", n) for n in names]
+    if len(set(names)) != len(names):
+        raise EdgetuneError(f"head names repeat ({names}); name them with --names a,b,c")
+    bad = [n for n in names if not _NAME.match(n)]
+    if bad:
+        raise EdgetuneError(f"head names must start with a letter (letters, digits, _): {bad}")
+    return names
+
+
+def check_mergeable(ckpts: list[dict], paths: list[Path]) -> FrontEnd:
+    if len(ckpts) < 2:
+        raise EdgetuneError("merge needs at least two models")
+    for c, p in zip(ckpts, paths):
+        if c.get("quant"):
+            raise EdgetuneError(f"{p}: a QAT checkpoint; merge the float models, then compress the merged one")
+        if c.get("heads"):
+            raise EdgetuneError(f"{p}: already a merged model; merge the single models it came from")
+    fronts = {str(sorted(c["frontend"].items())) for c in ckpts}
+    if len(fronts) > 1:
+        raise EdgetuneError("the models use different front ends; merged heads share one front end, "
+                            "so fine-tune them from the same base")
+    return FrontEnd.from_dict(ckpts[0]["frontend"])
+
+
+def shared_prefix(ckpts: list[dict]) -> int:
+    """Leading blocks equal bit for bit in every model (0 when the architectures differ)."""
+    first = ckpts[0]
+    if any(c["arch"] != first["arch"] or c["arch_config"] != first["arch_config"] for c in ckpts):
+        return 0
+    n_blocks = len(model_from_checkpoint(first).blocks)
+    for j in range(n_blocks):
+        prefix = f"blocks.{j}."
+        keys = [k for k in first["state_dict"] if k.startswith(prefix)]
+        if not all(torch.equal(c["state_dict"][k], first["state_dict"][k]) for c in ckpts[1:] for k in keys):
+            return j
+    return n_blocks
+
+
+def multihead_like(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) -> nn.Module:
+    """A MultiHead of the first model's architecture with `shared` trunk blocks."""
+    from edgetune.nets import create_model
+
+    base_config, widths = split_config(ckpts[0]["arch_config"])
+    own = widths[shared:]
+    heads = [[name, len(c["labels"])] for name, c in zip(names, ckpts)]
+    return create_model(ARCH, sum(n for _, n in heads), fe.n_frames, fe.n_mels, base=ckpts[0]["arch"],
+                        base_config=base_config, shared=shared, heads=heads,
+                        channels=widths[:shared] + own * len(ckpts))
+
+
+def exact_merge(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) -> nn.Module:
+    model = multihead_like(ckpts, names, shared, fe)
+    for net, c in zip(model.nets, ckpts):
+        net.load_state_dict(c["state_dict"])  # shared blocks load the same tensors from each
+    return model.eval()
+
+
+def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd) -> nn.Module:
+    """All blocks shared, started from the first model; each classifier from its teacher."""
+    first = model_from_checkpoint(ckpts[0])
+    student = multihead_like(ckpts, names, len(first.blocks), fe)
+    trunk = {k: v for k, v in ckpts[0]["state_dict"].items() if not k.startswith("classifier.")}
+    for net, c in zip(student.nets, ckpts):
+        net.load_state_dict({**trunk, **{k: v for k, v in c["state_dict"].items() if k.startswith("classifier.")}})
+    return student
+
+
+def union_tensors(sources: list[str | Path], label_sets: list[list[str]], fe: FrontEnd,
+                  progress: bool = False):
+    """Every head's dataset in one DataTensors, targets numbered in the merged output."""
+    from edgetune.train.finetune import DataTensors, load_tensors
+
+    parts, offset = [], 0
+    for source, labels in zip(sources, label_sets):
+        if not source or not Path(source).exists():
+            raise EdgetuneError(f"the dataset {source!r} of a head is missing; pass --data NAME=DIR")
+        t = load_tensors(source, fe, labels=labels, progress=progress)
+        if t.dataset.labels != labels:
+            raise EdgetuneError(f"{source}: its labels {t.dataset.labels} differ from the model's {labels}")
+        parts.append((t, offset))
+        offset += len(labels)
+
+    def joined(name: str) -> Split:
+        return Split(torch.cat([getattr(t, name).clips for t, _ in parts]),
+                     torch.cat([getattr(t, name).targets + off for t, off in parts]))
+
+    return DataTensors(parts[0][0].dataset, joined("train"), joined("val"), joined("test"),
+                       [n for t, _ in parts for n in t.noise])
+
+
+def head_sources(ckpt: dict, overrides: dict[str, str] | None = None) -> list[str]:
+    """Each head's dataset: the override for its name, else what the merge recorded."""
+    overrides = overrides or {}
+    recorded = ckpt["meta"].get("data", {}).get("source") or [None] * len(ckpt["heads"])
+    return [overrides.get(h["name"], s) for h, s in zip(ckpt["heads"], recorded)]
+
+
+def checkpoint_tensors(ckpt: dict, data, progress: bool = False):
+    """The data a checkpoint was trained on (every head's, for a merged model)."""
+    from edgetune.train.finetune import load_tensors
+
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    if ckpt.get("heads"):
+        overrides = data if isinstance(data, dict) else {}
+        return union_tensors(head_sources(ckpt, overrides), [h["labels"] for h in ckpt["heads"]], fe, progress)
+    data = data or ckpt["meta"].get("data", {}).get("source")
+    if not data:
+        raise EdgetuneError("the checkpoint records no dataset; pass --data DIR")
+    return load_tensors(data, fe, labels=ckpt["labels"], progress=progress)
+
+
+def per_head_accuracy(logits: torch.Tensor, targets: torch.Tensor, heads: list[dict]) -> dict[str, float]:
+    out, start = {}, 0
+    for h in heads:
+        end = start + len(h["labels"])
+        mine = (targets >= start) & (targets < end)
+        out[h["name"]] = round(accuracy(logits[mine, start:end], targets[mine] - start), 4)
+        start = end
+    return out
+
+
+def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | None = None,
+          data: dict[str, str] | None = None, distill: bool = False, cfg: TrainConfig | None = None,
+          command: str = "", progress: bool = False) -> dict:
+    paths = [Path(p) for p in checkpoints]
+    ckpts = [load_checkpoint(p) for p in paths]
+    fe = check_mergeable(ckpts, paths)
+    names = head_names(ckpts, paths, names)
+    data = data or {}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise EdgetuneError(f"--data names {sorted(unknown)} match no head; heads: {', '.join(names)}")
+    heads = [{"name": n, "labels": list(c["labels"]),
+              "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
+    shared = shared_prefix(ckpts)
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    tensors = union_tensors([h["data"] for h in heads], [h["labels"] for h in heads], fe, progress)
+    teachers = Teachers([model_from_checkpoint(c).eval() for c in ckpts])
+    cfg = cfg or TrainConfig(epochs=10, lr=2e-3, distill_alpha=0.7)
+    if shared and not distill:
+        model, how, history = exact_merge(ckpts, names, shared, fe), "exact", []
+    else:
+        trainer = Trainer(distil_student(ckpts, names, fe), fe, tensors.train, tensors.val, cfg, tensors.noise,
+                          teacher=teachers, progress=progress)
+        model, how, history = trainer.run(), "distilled", trainer.history
+
+    test_feats = features_of(fe, tensors.test.clips, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    merged_acc = per_head_accuracy(predict(model, test_feats, cpu), tensors.test.targets, heads)
+    own_acc = per_head_accuracy(predict(teachers, test_feats, cpu), tensors.test.targets, heads)
+    labels = [lab for h in heads for lab in h["labels"]]
+    ckpt = make_checkpoint(
+        model, labels=labels, frontend=fe, stage="finetuned", parent=lineage_link(paths[0], ckpts[0]),
+        data={"source": [h["data"] for h in heads]},
+        recipe={"command": command, "merge": how, "shared_blocks": model.shared,
+                **({"train": cfg.to_dict()} if how == "distilled" else {})},
+        metrics={"test_accuracy_per_head": merged_acc, "own_model_test_accuracy": own_acc},
+        extra_meta={"merged_from": [lineage_link(p, c) for p, c in zip(paths, ckpts)]},
+        heads=[{"name": h["name"], "labels": h["labels"]} for h in heads])
+    out = Path(out)
+    save_checkpoint(ckpt, out)
+    return {"checkpoint": str(out), "how": how, "shared_blocks": model.shared,
+            "heads": [h["name"] for h in heads], "params": ckpt["meta"]["params"],
+            "params_separate": sum(c["meta"]["params"] for c in ckpts),
+            "macs": ckpt["meta"]["macs"], "macs_separate": sum(c["meta"]["macs"] for c in ckpts),
+            "test_accuracy": merged_acc, "own_model_test_accuracy": own_acc, "history": history}
