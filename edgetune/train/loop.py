@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +60,13 @@ class TrainConfig:
 class Split:
     clips: torch.Tensor  # [N, samples] float32
     targets: torch.Tensor  # [N] int64
+
+
+def use_all_cores() -> None:
+    """One intra-op thread per core, unless OMP_NUM_THREADS says otherwise (on a shared
+    machine, more threads than free cores make every op wait for the slowest thread)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(os.cpu_count() or 1, 1))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,7 +16,6 @@ The merged checkpoint lists its heads (`heads`: name and labels each); its
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import ARCH, split_config
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
-from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict
+from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, use_all_cores
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -186,7 +185,7 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
     heads = [{"name": n, "labels": list(c["labels"]),
               "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
     shared = shared_prefix(ckpts)
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    use_all_cores()
     tensors = union_tensors([h["data"] for h in heads], [h["labels"] for h in heads], fe, progress)
     teachers = Teachers([model_from_checkpoint(c).eval() for c in ckpts])
     cfg = cfg or TrainConfig(epochs=10, lr=2e-3, distill_alpha=0.7)
