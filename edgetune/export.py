@@ -140,6 +140,7 @@ def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, s
     for item in (*graph.node, *graph.initializer, *graph.input, *graph.output, *graph.value_info):
         del item.metadata_props[:]
     del graph.value_info[:]  # intermediate shapes: onnxruntime infers them
+    compact_names(graph)
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -153,6 +154,28 @@ def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, s
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def compact_names(graph) -> None:
+    """Short names for every inner tensor and none for nodes: the exporter's names
+    (module paths, per quantize/dequantize step) are a sizeable share of a small int8
+    file, and a device needs none of them. Inputs and outputs keep their names."""
+    keep = {v.name for v in (*graph.input, *graph.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+        if any(a.type == a.GRAPH for a in node.attribute):
+            raise ModelError("the exported graph has subgraphs; edgetune exports plain CNNs only")
 
 
 def optimized_ops(path: Path) -> Counter:

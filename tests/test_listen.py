@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from test_runtime import EVENTS, REPO, SR, make_model, run_cli, tone_stream
+from test_runtime import EVENTS, REPO, SR, TONES, make_model, noise, run_cli, tone, tone_stream
 
 CLI = "import sys; from edgetune.cli import main; sys.argv[0] = 'edgetune'; main()"
 
@@ -305,3 +305,145 @@ def test_microphone_resamples_and_counts_overflows(model, stream_wav, monkeypatc
     assert summary.overflows == 1 and summary.dropped_blocks == 0  # counted, not fatal
     assert summary.audio_seconds == pytest.approx(13.5, abs=0.01)
     assert [d.label for d in found] == [e[0] for e in EVENTS]
+
+
+# ---------------------------------------------------------------- input limits
+
+
+def test_listen_input_limits_and_seconds(model, stream_wav, tmp_path):
+    r = run_cli(["listen", model, "--file", stream_wav, "--fast", "--json", "--seconds", "5"])
+    assert r.returncode == 0, r.stderr
+    out = _lines(r.stdout)
+    assert [d["label"] for d in out[:-1]] == ["low", "high"]  # the words of the first 5 s
+    assert out[-1]["audio_seconds"] == pytest.approx(5.0)
+    # a guard above every smoothed score: nothing is sure enough to report
+    r = run_cli(["listen", model, "--file", stream_wav, "--fast", "--json", "--min-confidence", "0.999"])  # fmt: skip
+    out = _lines(r.stdout)
+    assert r.returncode == 0 and len(out) == 1 and out[0]["settings"]["min_confidence"] == 0.999
+    # the same words 40 dB down: heard without a gate, silence under -45 dBFS
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, sf.read(stream_wav, dtype="float32")[0] * 0.01, SR, subtype="FLOAT")
+    r = run_cli(["listen", model, "--file", quiet, "--fast", "--json"])
+    assert len(_lines(r.stdout)) == len(EVENTS) + 1
+    r = run_cli(["listen", model, "-", "--json", "--min-level", "-45"], input=sf.read(quiet, dtype="int16")[0].tobytes())  # fmt: skip
+    out = _lines(r.stdout)
+    assert r.returncode == 0 and len(out) == 1, r.stderr
+    assert out[0]["inferences"] == 0 and out[0]["quiet_windows"] > 100
+
+
+# ---------------------------------------------------------------- listen --check
+
+
+def prompted_session(labels, window=2.0, onset=0.6, lead=0.0, seed=0):
+    """Audio answering each prompt in turn: `window` s per prompt, the label's tone at `onset`
+    (a label not in TONES is left silent), after `lead` s of room."""
+    parts = [noise(lead, level=0.002, seed=seed)] if lead else []
+    for k, lab in enumerate(labels):
+        w = noise(window, level=0.002, seed=seed + 1 + k)
+        if lab in TONES:
+            t = tone(TONES[lab], 0.5)
+            w[int(onset * SR) : int(onset * SR) + len(t)] += t
+        parts.append(w)
+    return np.concatenate(parts)
+
+
+def test_check_from_file(model, tmp_path):
+    said = tmp_path / "said.wav"
+    # prompts: low mid high, twice; the second `mid` is answered with `high`, one `high` is silent
+    sf.write(
+        said, prompted_session(["low", "mid", "high", "low", "high", None]), SR, subtype="PCM_16"
+    )
+    save = tmp_path / "mine"
+    r = run_cli(["listen", model, "--check", "--file", said, "--count", "2", "--countdown", "0",
+                 "--save", save, "--speaker", "ann", "--json"])  # fmt: skip
+    assert r.returncode == 1 and "below the goal of 90.0%" in r.stderr, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["n"] == 6 and res["correct"] == 4 and res["accuracy"] == pytest.approx(4 / 6)
+    assert res["per_label"]["mid"] == {
+        "n": 2,
+        "correct": 1,
+        "recall": 0.5,
+        "heard": {"mid": 1, "high": 1},
+    }
+    assert res["per_label"]["high"]["heard"] == {"high": 1, "(nothing)": 1}
+    assert res["passed"] is False and res["min_accuracy"] == 0.9
+    assert [t["heard"] for t in res["trials"]] == ["low", "mid", "high", "low", "high", "(nothing)"]
+    # the utterances heard are kept as `record` writes them; the silent one is not
+    saved = sorted(p.relative_to(save).as_posix() for p in save.rglob("*.wav"))
+    assert saved == ["high/ann_nohash_0.wav", "low/ann_nohash_0.wav", "low/ann_nohash_1.wav",
+                     "mid/ann_nohash_0.wav", "mid/ann_nohash_1.wav"]  # fmt: skip
+    assert all(sf.info(save / p).frames == SR for p in saved)
+    # a subset of labels that all come right passes; the table says so
+    sf.write(said, prompted_session(["low", "high"]), SR, subtype="PCM_16")
+    r = run_cli(
+        ["listen", model, "--check", "--file", said, "--labels", "low,high", "--count", "1"]
+    )
+    assert r.returncode == 0, r.stderr
+    assert "accuracy  100.0% (2/2), goal 90.0%: PASS" in r.stdout
+    r = run_cli(["listen", model, "--check", "--file", said, "--labels", "low,nope"])
+    assert r.returncode == 1 and "['nope'] are not events" in r.stderr
+
+
+def drive_prompts(args, mic, sounds: dict, timeout=90):
+    """Run the CLI with `args`; at each `say: <label>` it prints, play sounds[label] into the
+    virtual microphone. Returns (returncode, stdout, stderr, labels prompted)."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    prompted, err = [], ""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = p.stderr.readline()
+            if not line:
+                break
+            err += line
+            if line.startswith("say: "):
+                label = line.split(":", 1)[1].strip()
+                prompted.append(label)
+                if label in sounds:
+                    subprocess.run(
+                        ["paplay", f"--device={mic}", str(sounds[label])], check=True, timeout=20
+                    )
+        out, rest = p.communicate(timeout=max(5, deadline - time.time()))
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, out, err + rest, prompted
+
+
+@pytest.fixture(scope="module")
+def tone_wavs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tone-words")
+    out = {}
+    for lab, f in TONES.items():
+        out[lab] = root / f"{lab}.wav"
+        sf.write(out[lab], tone(f, 0.5), SR, subtype="PCM_16")
+    return out
+
+
+def test_check_virtual_microphone(model, virtual_mic, tone_wavs):
+    code, out, err, prompted = drive_prompts(
+        [
+            "listen",
+            model,
+            "--check",
+            "--count",
+            "1",
+            "--countdown",
+            "0",
+            "--window",
+            "2.5",
+            "--json",
+        ],
+        virtual_mic,
+        tone_wavs,
+    )
+    assert prompted == ["low", "mid", "high"], err
+    assert code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["accuracy"] == 1.0 and res["passed"] and "microphone" in res["source"], res

@@ -78,22 +78,58 @@ def test_distilled_merge_has_one_trunk(distilled):
     assert set(result["test_accuracy"]) == {"low", "high"}
 
 
-def test_merged_model_compresses_and_exports_one_output_per_head(distilled):
-    import onnx
-
+@pytest.fixture(scope="module")
+def merged_onnx(distilled):
     out, _ = distilled
     r = invoke("compress", out / "merged.pt", "--steps", 1, "--epochs-per-step", 1, "--qat-epochs", 1,
                "--max-drop", 1.0, "--json")
     assert r.exit_code == 0, r.output
-    qat = load_checkpoint(out / "qat.pt")
-    assert [h["name"] for h in qat["heads"]] == ["low", "high"]
     r = invoke("export", "--onnx", out / "qat.pt", "--json")
     assert r.exit_code == 0, r.output
-    path = last_json(r.output)["onnx"]
-    proto = onnx.load(path)
+    return last_json(r.output)["onnx"]
+
+
+def test_merged_model_compresses_and_exports_one_output_per_head(distilled, merged_onnx):
+    import onnx
+
+    out, _ = distilled
+    qat = load_checkpoint(out / "qat.pt")
+    assert [h["name"] for h in qat["heads"]] == ["low", "high"]
+    proto = onnx.load(merged_onnx)
     assert [o.name for o in proto.graph.output] == ["logits_low", "logits_high"]
     props = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert [h["labels"] for h in props["edgetune.heads"]] == [h["labels"] for h in qat["heads"]]
+
+
+def test_device_side_runs_every_head_in_one_pass(merged_onnx, models):
+    from edgetune.runtime.model import load_model
+    from edgetune.runtime.stream import StreamEngine, run_stream
+
+    rec = load_model(merged_onnx)
+    assert [h.name for h in rec.heads] == ["low", "high"]
+    feats = np.zeros((2, 1, 98, 40), np.float32)
+    both = rec.predict_features(feats)
+    assert both.shape == (2, len(rec.labels))
+    low = rec.head("low")
+    assert low.labels == rec.heads[0].labels
+    assert np.allclose(low.predict_features(feats), both[:, : len(low.labels)])
+    proba = rec.predict_proba(feats)  # a softmax per head
+    assert np.allclose(proba[:, : len(low.labels)].sum(1), 1) and np.allclose(proba[:, len(low.labels):].sum(1), 1)
+
+    from conftest import tone_clip
+
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(8000, np.float32), tone_clip(300.0, rng), tone_clip(4000.0, rng)])
+    detections = run_stream(StreamEngine(rec, threshold=0.0), audio)
+    assert detections and all(d.label.split(":")[0] in ("low", "high") for d in detections)
+
+
+def test_verify_scores_one_head_and_asks_which(merged_onnx, models):
+    r = invoke("verify", merged_onnx, "--data", models / "high", "--head", "high", "--min-accuracy", 0, "--json")
+    assert r.exit_code == 0, r.output
+    assert last_json(r.output)["labels"][-1] == "top"
+    r = invoke("verify", merged_onnx, "--data", models / "high")
+    assert r.exit_code == 1 and "--head" in r.output
 
 
 def test_single_head_checkpoint_has_no_heads_entry(models):
@@ -118,3 +154,24 @@ def test_head_accuracy_answers_each_clip_with_its_own_head():
     assert accuracy(logits, targets, [(0, 2), (2, 4)]) == 1.0
     assert accuracy(logits, targets) == 0.5
     assert np.isnan(accuracy(logits[:0], targets[:0]))
+
+
+def test_soup_never_below_best_trial_on_validation(models, tmp_path):
+    r = invoke("finetune", "--data", models / "low", "--base", models / "base" / "finetuned.pt", "--out", tmp_path,
+               "--epochs", 1, "--batch-size", 16, "--auto", 3, "--soup", "--no-personal", "--json")
+    assert r.exit_code == 0, r.output
+    out = last_json(r.output)
+    assert out["val_accuracy"] >= out["best_single_trial"]["val_accuracy"]
+    assert out["soup_trials"][0] == out["chosen_trial"] and "test_accuracy" in out["best_single_trial"]
+    soup = load_checkpoint(tmp_path / "finetuned.pt")
+    assert soup["meta"]["recipe"]["soup_trials"] == out["soup_trials"]
+    assert soup["meta"]["metrics"]["val_accuracy"] == out["val_accuracy"]
+
+
+def test_average_states_means_floats_and_keeps_counts():
+    from edgetune.train.search import average_states
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7)}
+    avg = average_states([a, b])
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 5

@@ -346,6 +346,54 @@ def test_verify_cli_json_and_exit_code(model_path, tone_dir, tmp_path):
     assert "PASS" in ok.stdout and "confusion" in ok.stdout
 
 
+def test_verify_input_limits(rec, tone_dir):
+    from edgetune.runtime.verify import UNSURE, format_report, verify
+
+    base = verify(rec, tone_dir, split="all")
+    assert UNSURE not in base["labels"] and base["quiet"] == 0 and base["skipped"] == []
+    # answers under the guard are `_unsure_`, a wrong answer in a column of its own
+    from edgetune.data.dataset import ClipLoader, load_dataset
+    from edgetune.runtime.model import softmax
+
+    ds = load_dataset(tone_dir, labels=rec.labels)
+    proba = softmax(rec.predict_clips(ClipLoader(rec.frontend).clips(ds.examples)))
+    truth = np.array([rec.labels.index(e.label) for e in ds.examples])
+    sure = proba.max(axis=1) >= 0.9
+    assert 0 < sure.sum() < len(sure)
+    r = verify(rec, tone_dir, split="all", min_confidence=0.9)
+    assert r["labels"][-1] == UNSURE and UNSURE not in r["per_class"]
+    assert r["unsure"] == (~sure).sum()
+    assert r["correct"] == (sure & (proba.argmax(axis=1) == truth)).sum() < base["correct"]
+    assert np.array(r["confusion"])[:, -1].sum() == r["unsure"]
+    assert f"{UNSURE} (counted wrong)" in format_report(r)
+    # a -30 dBFS gate: only the background silence (-50 dBFS and below) is that quiet, and it
+    # is answered silence without the model; at -5 dBFS everything is, so only silence is right
+    r = verify(rec, tone_dir, split="all", min_level_db=-30)
+    assert r["quiet"] == 6 and r["correct"] == base["correct"]
+    r = verify(rec, tone_dir, split="all", min_level_db=-5)
+    assert r["quiet"] == 28 and r["correct"] == 6 and "answered silence" in format_report(r)
+    # clips over the length limit are skipped and named
+    r = verify(rec, tone_dir, split="all", max_seconds=0.8)
+    assert r["skipped"] and all(s["seconds"] > 0.8 for s in r["skipped"])
+    assert r["n"] + len(r["skipped"]) == 28
+    assert r["skipped"][0]["path"] in format_report(r)
+
+
+def test_verify_cli_input_limits(model_path, tone_dir):
+    r = run_cli(["verify", model_path, "--data", tone_dir, "--split", "all",
+                 "--min-confidence", "0.9", "--min-level", "-30", "--json"])  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["limits"] == {"min_level_db": -30.0, "min_confidence": 0.9, "max_seconds": None}
+    assert last["labels"][-1] == "_unsure_" and last["quiet"] == 6
+    r = run_cli(
+        ["verify", model_path, "--data", tone_dir, "--split", "all", "--max-seconds", "0.01"]
+    )
+    assert r.returncode == 1 and "longer than 0.01 s (e.g. " in r.stderr, r.stderr
+    r = run_cli(["verify", model_path, "--data", tone_dir, "--min-level", "6"])
+    assert r.returncode == 2 and "--min-level" in r.stderr
+
+
 # ---------------------------------------------------------------- streaming
 
 EVENTS = [
@@ -441,6 +489,39 @@ def test_stream_settings(rec, stream_audio):
         _detect(rec, stream_audio, 1600, hop_ms=15)
 
 
+def test_stream_input_limits(rec, stream_audio):
+    from edgetune.runtime.stream import StreamEngine, run_stream
+
+    plain = StreamEngine(rec)
+    ref = run_stream(plain, stream_audio, 1600)
+    windows = plain.stats()["inferences"]
+    # tones at -13 dBFS over noise at -60: a -40 dBFS gate keeps every word, and the windows
+    # of noise alone are never run through the model; the same for any chunk size
+    for chunk in (7, 1600, 4096):
+        eng = StreamEngine(rec, min_level_db=-40)
+        got = run_stream(eng, stream_audio, chunk)
+        assert [(d.label, d.time_s) for d in got] == [(d.label, d.time_s) for d in ref]
+        st = eng.stats()
+        assert st["quiet_windows"] > 10 and st["inferences"] > 10
+        assert st["inferences"] + st["quiet_windows"] == windows
+    # the same stream 40 dB quieter is still heard without a gate, and is silence under -45 dBFS
+    quiet = stream_audio * 0.01
+    assert [d.label for d in _detect(rec, quiet, 1600)] == [e[0] for e in EVENTS]
+    eng = StreamEngine(rec, min_level_db=-45)
+    assert run_stream(eng, quiet, 1600) == [] and eng.stats()["inferences"] == 0
+    # the confidence guard: answers under it are unknown, never reported
+    strict = _detect(rec, stream_audio, 1600, min_confidence=0.9)  # the same words, once surer
+    assert [d.label for d in strict] == [d.label for d in ref]
+    assert all(d.confidence >= 0.9 and d.time_s > r.time_s for d, r in zip(strict, ref))
+    assert _detect(rec, stream_audio, 1600, min_confidence=0.999) == []
+    low = _detect(rec, stream_audio, 1600, min_confidence=0.5)  # under the threshold: no change
+    assert [(d.label, d.time_s) for d in low] == [(d.label, d.time_s) for d in ref]
+    with pytest.raises(EdgetuneError, match="full scale"):
+        _detect(rec, stream_audio, 1600, min_level_db=3)
+    with pytest.raises(EdgetuneError, match="minimum confidence"):
+        _detect(rec, stream_audio, 1600, min_confidence=1.5)
+
+
 # ---------------------------------------------------------------- devices and bench
 
 
@@ -526,7 +607,10 @@ def test_commands_run_without_torch(tmp_path, model_path, tone_dir):
             "--json",
         ],
         "listen": ["listen", model_path, "--file", wav, "--fast", "--json"],
-    }
+        "check": ["listen", model_path, "--check", "--file", wav, "--count", "1", "--json"],
+        "record": ["record", "--labels", "low", "--count", "1", "--out", tmp_path / "rec",
+                   "--file", wav, "--background", "1", "--countdown", "0", "--yes", "--json"],
+    }  # fmt: skip
     for name, args in runs.items():
         r = run_cli(args, env=env)
         assert r.returncode in (0, 1) and r.stdout.strip(), (name, r.stderr)

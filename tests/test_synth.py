@@ -1,6 +1,6 @@
-"""The built-in synthetic corpus: engines, effects, and build_corpus (layout,
-determinism, resume, speaker ids stable across tasks). Skips when the synth
-wheels are missing."""
+"""The built-in synthetic corpus: engines, effects, the engine mix, and build_corpus
+(layout, determinism, resume, speaker ids stable across tasks). Skips what needs
+a synth wheel (or the flite program) that is missing."""
 
 from __future__ import annotations
 
@@ -15,22 +15,30 @@ import soundfile as sf
 
 from edgetune.data.synth import corpus as C
 from edgetune.data.synth import effects, engines
-from edgetune.data.synth.engines import VOWEL_LANGS, Word, engine_available, get_engine
+from edgetune.data.synth.engines import (
+    VOWEL_LANGS,
+    Word,
+    engine_available,
+    get_engine,
+    missing_requirements,
+    parse_engine_weights,
+)
+from edgetune.errors import DataError
 
 HAVE_ESPEAK = engine_available("espeak")
 HAVE_PIPER = engine_available("piper")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeakng-loader not installed (edgetune[synth])")
-ENGINES = [e for e in ("espeak", "piper") if engine_available(e)]
+ENGINES = [e for e in ("espeak", "piper", "flite", "kokoro") if engine_available(e)]
 # Piper clips are bit-reproducible only when `onnx` can rewrite its noise nodes
 if importlib.util.find_spec("onnx") is None and "piper" in ENGINES:
     ENGINES.remove("piper")
 SPEAKER_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 
-@pytest.mark.parametrize("name", ["espeak", "piper"])
+@pytest.mark.parametrize("name", ["espeak", "piper", "flite", "kokoro"])
 def test_engine_says_a_word(name):
     if not engine_available(name):
-        pytest.skip(f"{name} wheels not installed (edgetune[synth])")
+        pytest.skip(f"{name} engine not installed: {', '.join(missing_requirements(name))}")
     eng = get_engine(name)
     voices = eng.voices(np.random.default_rng(0), 8)
     assert len({v.speaker for v in voices}) == 8
@@ -38,10 +46,18 @@ def test_engine_says_a_word(name):
         assert SPEAKER_RE.match(v.speaker) and "_nohash_" not in v.speaker
     for v in voices[:3]:
         audio, rate = eng.say(v, "seven", np.random.default_rng(1))
-        assert audio.dtype == np.float32 and 16000 <= rate <= 30000
-        x = effects.trim(effects.resample_speed(audio, rate))
+        assert audio.dtype == np.float32 and 6000 <= rate <= 30000  # Flite's kal is 8 kHz
+        x = effects.trim(effects.resample_speed(audio, rate))  # -> 16 kHz
         assert 0.2 <= len(x) / 16000 <= 1.6
         assert np.sqrt(np.mean(x**2)) > 1e-3
+    again, _ = eng.say(voices[2], "seven", np.random.default_rng(1))  # the same seed, the same sound
+    np.testing.assert_array_equal(again, audio)
+
+
+def test_kokoro_reads_misaki_ipa():
+    from edgetune.data.synth.kokoro import english_ipa
+
+    assert english_ipa("nˈaɪn") == "nˈIn" and english_ipa("ɡˈoʊ") == "ɡˈO" and english_ipa("fˈɔːɹ") == "fˈɔɹ"
 
 
 @needs_espeak
@@ -102,12 +118,71 @@ def test_unknown_pool_excludes_targets():
 
 
 def test_missing_engine_is_skipped_with_one_warning(monkeypatch, capsys):
-    monkeypatch.setitem(engines._REQUIRES, "piper", ("edgetune_no_such_module_xyz",))
+    monkeypatch.setitem(engines._MODULES, "piper", ("edgetune_no_such_module_xyz",))
+    monkeypatch.setitem(engines._PROGRAMS, "flite", ("edgetune-no-such-program",))
     monkeypatch.setattr(engines, "_warned", set())
-    assert engines.available_engines(["piper"]) == []
-    assert engines.available_engines(["piper"]) == []
+    assert engines.available_engines(["piper", "flite"]) == []
+    assert engines.available_engines(["piper", "flite"]) == []
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("warning: synth engine 'piper' skipped")
+    assert len(err) == 2 and err[0].startswith("warning: synth engine 'piper' skipped")
+    assert err[1].startswith("warning: synth engine 'flite' skipped") and "apt-get install flite" in err[1]
+
+
+@needs_espeak
+def test_corpus_skips_a_missing_engine(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(engines._PROGRAMS, "flite", ("edgetune-no-such-program",))
+    monkeypatch.setattr(engines, "_warned", set())
+    s = C.build_corpus(tmp_path, "commands", clips_per_word=2, seed=0, workers=1, engines="espeak=1,flite=3",
+                       progress=False, words=["yes"], noise=False)
+    assert s["engines"] == ["espeak"] and s["engine_weights"] == {"espeak": 1.0} and s["written"] == 4
+    assert "synth engine 'flite' skipped" in capsys.readouterr().err
+
+
+def test_engine_weights_parse():
+    assert parse_engine_weights("espeak,piper") == {"espeak": 1.0, "piper": 1.0}
+    assert parse_engine_weights(["espeak", "flite"]) == {"espeak": 1.0, "flite": 1.0}
+    assert parse_engine_weights(" espeak=0.35, piper=0.35,flite=0.15,kokoro=0.15 ") == {
+        "espeak": 0.35, "piper": 0.35, "flite": 0.15, "kokoro": 0.15}
+    assert parse_engine_weights("espeak=2,piper=0") == {"espeak": 2.0}
+    assert parse_engine_weights({"piper": 1}) == {"piper": 1.0}
+    for bad, why in (("espeak=0.5,piper", "to every engine or to none"), ("espeak=x", "not a number"),
+                     ("festival", "unknown synth engine"), ("espeak=-1", ">= 0"), ("espeak=0", "above 0"),
+                     ("espeak,espeak", "twice"), ("", "above 0")):
+        with pytest.raises(DataError, match=why):
+            parse_engine_weights(bad)
+
+
+def _fake_voices():
+    """Identities for every engine, none loaded (planning only draws, never renders)."""
+    return C.voice_identities(0, ["espeak", "piper", "flite", "kokoro"], counts={n: 6 for n in C.N_VOICES})
+
+
+def test_engine_mix_plans_are_deterministic():
+    voices = _fake_voices()
+    mix = {"espeak": 0.35, "piper": 0.35, "flite": 0.15, "kokoro": 0.15}
+    plans = C.plan_corpus("digits", 200, 0, voices, weights=mix)
+    again = C.plan_corpus("digits", 200, 0, voices, weights=dict(reversed(mix.items())))
+    assert [(p.relpath, p.utt, p.fx, p.render_seed) for p in plans] == \
+        [(p.relpath, p.utt, p.fx, p.render_seed) for p in again]
+    # a clip's plan depends on (seed, label, index) alone, not on the corpus it is in
+    one = C.plan_clip(0, "seven", 17, C.make_word("seven"), voices, mix)
+    assert one.relpath in {p.relpath for p in plans}
+    shares = {n: np.mean([p.engine == n for p in plans]) for n in mix}
+    for n, w in mix.items():
+        assert abs(shares[n] - w) < 0.05, shares
+    # with espeak and piper alone, the old `piper_fraction` rule: piper when u < fraction
+    two = C.plan_corpus("digits", 50, 0, voices, weights={"espeak": 0.7, "piper": 0.3})
+    for p in two:
+        u = np.random.default_rng([0, C._h("clip:" + p.label), p.index]).random()
+        assert p.engine == ("piper" if u < 0.3 else "espeak")
+
+
+def test_flite_never_says_a_plain_vowel():
+    voices = _fake_voices()
+    plans = C.plan_corpus("vowels", 40, 0, voices, weights={"flite": 0.9, "espeak": 0.1})
+    assert {p.engine for p in plans if p.label in C.VOWELS} == {"espeak"}
+    with pytest.raises(DataError, match="can say"):
+        C.plan_corpus("vowels", 2, 0, {"flite": voices["flite"]})
 
 
 @pytest.fixture(scope="module")

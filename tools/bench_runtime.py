@@ -7,6 +7,9 @@ the streaming loop's real-time factor over `--seconds` of audio, front-end cost 
 hop, size and precision (read from the file's metadata). Files are compared in a
 `comparison` block: fp32 vs int8 speed-up and size ratio when both are given.
 
+`--merged M.onnx` adds a merged model (`edgetune merge`) and compares it with the
+other files, its parts, run one after another: bytes, latency and real-time factor.
+
 `--torch CKPT` adds the float checkpoint run by torch eager on the CPU (batch-1
 latency at 1 and N threads; no streaming loop, which is device-side only), so
 torch fp32, onnxruntime fp32 and onnxruntime int8 sit side by side in one run.
@@ -114,6 +117,26 @@ def compare(records: list[dict]) -> list[dict]:
     return out
 
 
+def compare_merged(merged: dict, parts: list[dict]) -> dict:
+    """One merged model (all heads in one pass) against its parts run one after another."""
+    def total(key: str, stat: str = "p50_ms") -> float:
+        return round(sum(p[key][stat] for p in parts), 4)
+
+    return {
+        "merged": merged["model"],
+        "parts": [p["model"] for p in parts],
+        "file_bytes": {"merged": merged["file_bytes"], "parts": sum(p["file_bytes"] for p in parts)},
+        "p50_ms_1_thread": {"merged": merged["latency_1_thread"]["p50_ms"], "parts": total("latency_1_thread")},
+        "p50_ms_n_threads": {"merged": merged["latency_n_threads"]["p50_ms"], "parts": total("latency_n_threads")},
+        "stream_real_time_factor": {
+            "merged": merged["stream_real_time_factor"],
+            "parts": round(sum(p["stream_real_time_factor"] for p in parts), 5),
+        },
+        "size_ratio": _ratio(sum(p["file_bytes"] for p in parts), merged["file_bytes"]),
+        "speedup_1_thread_p50": _ratio(total("latency_1_thread"), merged["latency_1_thread"]["p50_ms"]),
+    }
+
+
 def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
@@ -140,9 +163,15 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--torch", action="append", default=[], metavar="CKPT",
                     help="also time this float checkpoint in torch (repeatable)")
+    ap.add_argument("--merged", default=None, metavar="ONNX",
+                    help="a merged model (edgetune merge) whose parts are the other models: "
+                         "compared with them run one after another")
     ap.add_argument("--out", default=None, help="write JSON here (default: stdout only)")
     a = ap.parse_args(argv)
-    result = bench_models(a.models, a.seconds, a.runs, a.threads)
+    result = bench_models(a.models + ([a.merged] if a.merged else []), a.seconds, a.runs, a.threads)
+    if a.merged:
+        *parts, merged = result["models"]
+        result["merged_vs_parts"] = compare_merged(merged, parts)
     if a.torch:
         result["models"] += [bench_torch(c, a.runs, a.threads) for c in a.torch]
         result["comparison"] = compare(result["models"])

@@ -35,32 +35,35 @@ def check(source: str, as_json: bool) -> None:
 @data.command()
 @click.option("--out", type=click.Path(path_type=str),
               help="Folder to write [default: $EDGETUNE_HOME/corpus/TASK, EDGETUNE_HOME=~/.cache/edgetune].")
-@click.option("--task", type=click.Choice(["commands", "digits", "vowels", "all"]), default="commands",
-              show_default=True)
+@click.option("--task", type=click.Choice(["commands", "digits", "vowels", "all", "instruments"]),
+              default="commands", show_default=True,
+              help="Spoken words, or instrument families (notes and phrases from a SoundFont).")
 @click.option("--clips-per-word", default=300, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
-@click.option("--engines", default="espeak,piper", show_default=True,
-              help="Comma-separated synthesis engines.")
-@click.option("--piper-fraction", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of clips spoken by the neural Piper voice (the rest by eSpeak NG).")
+@click.option("--engines", default=None,
+              help="Engine mix, NAME=WEIGHT,... or plain names for equal shares; engines: espeak, piper, "
+                   "flite, kokoro; one not installed is skipped [default: "
+                   "espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15].")
+@click.option("--soundfont", type=click.Path(path_type=str),
+              help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)
-def synth(out, task, clips_per_word, seed, workers, engines, piper_fraction, as_json) -> None:
+def synth(out, task, clips_per_word, seed, workers, engines, soundfont, as_json) -> None:
     """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout.
 
     Re-running completes or reuses what is there."""
-    from edgetune.data.synth.corpus import build_corpus
+    from edgetune.data.synth.corpus import DEFAULT_ENGINES, build_corpus
     from edgetune.paths import corpus_dir
 
     out = out or str(corpus_dir(task))
     summary = build_corpus(out, task, clips_per_word=clips_per_word, seed=seed, workers=workers,
-                           engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
-                           piper_fraction=piper_fraction, progress=progress_enabled())
+                           engines=engines or DEFAULT_ENGINES, progress=progress_enabled(), soundfont=soundfont)
     if as_json:
         echo_json(summary)
     else:
+        who = "program/key pairs" if task == "instruments" else "voices"
         click.echo(f"wrote {out}: {summary.get('clips', '?')} clips, "
-                   f"{summary.get('speakers', '?')} voices ({task}); next: edgetune data check {out}")
+                   f"{summary.get('speakers', '?')} {who} ({task}); next: edgetune data check {out}")
 
 
 @data.command()

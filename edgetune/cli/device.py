@@ -1,4 +1,4 @@
-"""device commands: verify, devices, bench, listen, stream-eval.
+"""device commands: verify, devices, bench, listen (and its --check), record, stream-eval.
 
 Each command imports its edgetune.runtime module inside the function (no torch, ever),
 calls one function and prints. User mistakes are EdgetuneError -> `error: ...`, exit 1.
@@ -46,6 +46,79 @@ def _stream_options(f):
     return f
 
 
+def _limit_options(f):
+    """Input limits (DESIGN: off by default), for verify and listen."""
+    f = click.option(
+        "--min-confidence",
+        type=click.FloatRange(0, 1),
+        default=None,
+        help="Answers less sure than this are 'unknown', not a guess (verify: counted wrong; "
+        "listen: not reported).",
+    )(f)
+    return click.option(
+        "--min-level",
+        type=click.FloatRange(max=0),
+        default=None,
+        help="dBFS (e.g. -50): input whose loudest 100 ms is quieter is silence, not classified.",
+    )(f)
+
+
+class _TerminalUI:
+    """Prompts, countdown and a level meter on stderr; keep/retake/quit keys when interactive."""
+
+    def __init__(self, interactive: bool):
+        self.interactive = interactive
+        self.meter = sys.stderr.isatty()
+
+    def prompt(self, label, index, total):
+        click.echo(f"({index}/{total}) next: {label}", err=True)
+
+    def countdown(self, k):
+        click.echo(f"  {k}...", err=True)
+
+    def speak(self, label, seconds):
+        click.echo(f"say: {label}", err=True)
+        sys.stderr.flush()
+
+    def level(self, db):
+        if self.meter:
+            bars = max(0, min(30, round((db + 60) / 2)))  # -60..0 dBFS over 30 cells
+            click.echo(f"\r  [{'#' * bars:<30}] {db:6.1f} dBFS", err=True, nl=False)
+
+    def note(self, text):
+        if self.meter:
+            click.echo("\r" + " " * 48 + "\r", err=True, nl=False)
+        click.echo(f"  {text}", err=True)
+
+    def decide(self, take):
+        u = take.utterance
+        self.note(
+            f"{take.label}: {take.seconds:.2f} s of voice at {u.level_db:.0f} dBFS "
+            f"(room {u.floor_db:.0f} dBFS)"
+        )
+        for w in take.warnings():
+            self.note(f"warning: {w}")
+        if not self.interactive:
+            return "keep"
+        click.echo("  [Enter] keep, r retake, q quit: ", err=True, nl=False)
+        key = click.getchar()
+        click.echo("", err=True)
+        return {"r": "retake", "q": "quit"}.get(key.lower(), "keep")
+
+
+def _capture(file_, stdin, rate, input_device, sample_rate=16000):
+    from edgetune.runtime.listen import read_stdin
+    from edgetune.runtime.record import open_capture
+
+    return open_capture(
+        file=file_,
+        stdin=read_stdin() if stdin == "-" else None,
+        rate=rate,
+        device=input_device,
+        sample_rate=sample_rate,
+    )
+
+
 @click.command("verify")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
@@ -71,14 +144,45 @@ def _stream_options(f):
 @click.option(
     "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here."
 )
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Skip (and list) clips longer than this.",
+)
+@_limit_options
+@click.option("--head", help="Which head of a merged model (`edgetune merge`) to score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def verify_cmd(model, data, split, min_accuracy, batch_size, threads, out, as_json):
+def verify_cmd(
+    model,
+    data,
+    split,
+    min_accuracy,
+    batch_size,
+    threads,
+    out,
+    max_seconds,
+    min_level,
+    min_confidence,
+    head,
+    as_json,
+):
     """Score an exported MODEL on a labelled split; exit 1 below the accuracy goal."""
     from edgetune.files import write_json_atomic
     from edgetune.runtime.verify import GoalNotMet, failure_message, format_report, verify
 
     report = verify(
-        model, data, split, min_accuracy, batch_size, threads, progress=progress_enabled()
+        model,
+        data,
+        split,
+        min_accuracy,
+        batch_size,
+        threads,
+        progress=progress_enabled(),
+        min_level_db=min_level,
+        min_confidence=min_confidence or 0.0,
+        max_seconds=max_seconds,
+        head=head,
     )
     if out:
         write_json_atomic(out, report)
@@ -139,8 +243,8 @@ def devices_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def bench_cmd(model, device, seconds, runs, threads, out, as_json):
     """Front-end cost, latency, real-time factor and memory; with --device, exit 1 over a budget."""
-    from edgetune.runtime.bench import BudgetExceeded, bench, failure_message, format_bench
     from edgetune.files import write_json_atomic
+    from edgetune.runtime.bench import BudgetExceeded, bench, failure_message, format_bench
 
     r = bench(model, device=device, seconds=seconds, runs=runs, threads=threads)
     if out:
@@ -177,7 +281,7 @@ def bench_cmd(model, device, seconds, runs, threads, out, as_json):
     "--seconds",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Stop the microphone after N s of audio.",
+    help="Stop after N s of audio (any source).",
 )
 @click.option(
     "--threads",
@@ -188,7 +292,48 @@ def bench_cmd(model, device, seconds, runs, threads, out, as_json):
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per detection, then the summary."
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Live acceptance test: say each prompted label; exit 1 below the goal.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="With --check: prompts per label.",
+)
+@click.option("--labels", default=None, help="With --check: only these labels (a,e,o).")
+@click.option(
+    "--save",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --check: keep the utterances in this folder (as `edgetune record` writes).",
+)
+@click.option("--speaker", default="me", show_default=True, help="With --save: your speaker name.")
+@click.option(
+    "--window",
+    type=click.FloatRange(1),
+    default=2.0,
+    show_default=True,
+    help="With --check: seconds heard after each prompt.",
+)
+@click.option(
+    "--countdown",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="With --check: seconds before each prompt.",
+)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="With --check: goal (default: the model's, else 0.90).",
+)
 @_stream_options
+@_limit_options
 def listen_cmd(
     model,
     stdin,
@@ -200,14 +345,25 @@ def listen_cmd(
     seconds,
     threads,
     as_json,
+    check,
+    count,
+    labels,
+    save,
+    speaker,
+    window,
+    countdown,
+    min_accuracy,
     hop_ms,
     average_ms,
     threshold,
     suppress_ms,
+    min_level,
+    min_confidence,
 ):
     """Detect sounds live: microphone (default), --file X.wav, or `-` for raw s16le mono PCM on stdin.
 
-    Prints one line per detection (time, label, confidence) and a summary at the end or on Ctrl-C."""
+    Prints one line per detection (time, label, confidence) and a summary at the end or on Ctrl-C.
+    With --check, prompts you to say each label and scores what it hears against the model's goal."""
     from edgetune.runtime import listen as L
     from edgetune.runtime.model import load_model
     from edgetune.runtime.stream import StreamEngine
@@ -242,7 +398,23 @@ def listen_cmd(
         average_ms=average_ms,
         threshold=threshold,
         suppress_ms=suppress_ms,
+        min_level_db=min_level,
+        min_confidence=min_confidence,
     )
+    if check:
+        _check(
+            engine,
+            _capture(file_, stdin, rate, input_device, engine.rec.frontend.sample_rate),
+            as_json,
+            count=count,
+            labels=[x.strip() for x in labels.split(",")] if labels else None,
+            seconds=window,
+            countdown=countdown,
+            save=save,
+            speaker=speaker,
+            min_accuracy=min_accuracy,
+        )
+        return
 
     def show(d):
         if as_json:
@@ -255,9 +427,11 @@ def listen_cmd(
         click.echo(f"listening on {source} (Ctrl-C to stop)", err=True)
 
     if file_:
-        summary = L.listen_file(engine, file_, fast=fast, on_detection=show)
+        summary = L.listen_file(engine, file_, fast=fast, on_detection=show, seconds=seconds)
     elif stdin == "-":
-        summary = L.listen_pcm(engine, L.read_stdin(), rate=rate, on_detection=show)
+        summary = L.listen_pcm(
+            engine, L.read_stdin(), rate=rate, on_detection=show, seconds=seconds
+        )
     else:
         summary = L.listen_microphone(
             engine, device=input_device, seconds=seconds, on_detection=show, on_ready=ready
@@ -266,6 +440,139 @@ def listen_cmd(
         echo_json({"event": "summary", **summary.to_dict()})
     else:
         click.echo(summary.format(), err=True)
+
+
+def _check(engine, capture, as_json, **options):
+    from edgetune.runtime.check import check, failure_message, format_check
+    from edgetune.runtime.verify import GoalNotMet
+
+    with capture:
+        click.echo(f"checking {engine.rec.path} on {capture.source}", err=True)
+        r = check(engine, capture, ui=_TerminalUI(interactive=False), **options)
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(format_check(r))
+    if not r["passed"]:
+        raise GoalNotMet(failure_message(r))
+
+
+@click.command("record")
+@click.option("--labels", required=True, help="Words to record, comma-separated: a,e,o.")
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Clips per label (re-running tops up to this).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Dataset folder (Speech Commands layout).",
+)
+@click.option(
+    "--speaker", default="me", show_default=True, help="Your speaker name (letters, digits, -)."
+)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read a recorded session from a file instead of the microphone.",
+)
+@click.argument("stdin", required=False, metavar="[-]")
+@click.option(
+    "--rate",
+    type=click.IntRange(1000),
+    default=16000,
+    show_default=True,
+    help="Sample rate of PCM on stdin.",
+)
+@click.option(
+    "--input-device",
+    default=None,
+    help="Microphone index or name (see `edgetune listen --list-devices`).",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(1.5),
+    default=2.0,
+    show_default=True,
+    help="Seconds captured after each prompt.",
+)
+@click.option(
+    "--countdown",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Seconds counted down before each prompt.",
+)
+@click.option(
+    "--background",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds of the quiet room to record for _silence_ (once per speaker; 0: none).",
+)
+@click.option("--yes", is_flag=True, help="Keep every take without asking (no retake key).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the session summary as one JSON object."
+)
+def record_cmd(
+    labels,
+    count,
+    out,
+    speaker,
+    file_,
+    stdin,
+    rate,
+    input_device,
+    window,
+    countdown,
+    background,
+    yes,
+    as_json,
+):
+    """Record your own voice, prompted, into a dataset folder for fine-tuning.
+
+    \b
+    OUT/<label>/<speaker>_nohash_<n>.wav: 1 s clips trimmed around each utterance
+    OUT/_background_noise_/<speaker>_room_<n>.wav: the quiet room, for _silence_
+    After each take: Enter keeps it, r records it again, q stops (the clips so far are kept)."""
+    from edgetune.runtime.record import record_session
+
+    if stdin not in (None, "-"):
+        raise click.UsageError(
+            f"unexpected argument {stdin!r}; use --file {stdin} for a file, or `-` for stdin"
+        )
+    if file_ and stdin:
+        raise click.UsageError("give --file or `-`, not both")
+    # keys come from the terminal: not when stdin carries the audio, nor with --yes
+    ui = _TerminalUI(interactive=not yes and stdin is None and sys.stdin.isatty())
+    with _capture(file_, stdin, rate, input_device) as capture:
+        click.echo(f"recording from {capture.source} into {out}", err=True)
+        r = record_session(
+            capture,
+            out,
+            labels.split(","),
+            count,
+            speaker,
+            ui=ui,
+            seconds=window,
+            countdown=countdown,
+            background_seconds=background,
+        )
+    if as_json:
+        echo_json(r.to_dict())
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in r.counts.items())
+    click.echo(f"wrote {len(r.written)} clips to {out} ({r.ended}); now {counts} of {speaker}")
+    if r.background:
+        click.echo(f"room background: {r.background}")
+    if r.missed:
+        click.echo(f"{r.missed} prompts heard nothing")
 
 
 @click.command("stream-eval")
@@ -306,6 +613,7 @@ def listen_cmd(
     "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON result here."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--head", help="Which head of a merged model (`edgetune merge`) to score.")
 @_stream_options
 def stream_eval_cmd(
     model,
@@ -316,24 +624,25 @@ def stream_eval_cmd(
     max_fa_per_hour,
     out,
     as_json,
+    head,
     hop_ms,
     average_ms,
     threshold,
     suppress_ms,
 ):
     """Streaming accuracy of MODEL on a long stream with truth (TensorFlow's test_streaming_accuracy)."""
-    from edgetune.runtime import streameval as S
     from edgetune.files import write_json_atomic
+    from edgetune.runtime import streameval as S
 
     if calibrate:
         if average_ms is not None or threshold is not None or suppress_ms is not None:
             raise click.UsageError(
                 "--calibrate searches --average-ms, --threshold and --suppress-ms; give only --hop-ms"
             )
-        r = S.calibrate(model, wav, truth, tolerance_ms, max_fa_per_hour, hop_ms=hop_ms)
+        r = S.calibrate(model, wav, truth, tolerance_ms, max_fa_per_hour, hop_ms=hop_ms, head=head)
     else:
         r = S.stream_eval(
-            model, wav, truth, tolerance_ms, hop_ms, average_ms, threshold, suppress_ms
+            model, wav, truth, tolerance_ms, hop_ms, average_ms, threshold, suppress_ms, head=head
         )
     if out:
         write_json_atomic(out, r)
@@ -354,4 +663,11 @@ def stream_eval_cmd(
         click.echo(S.format_eval(r))
 
 
-COMMANDS: list[click.Command] = [verify_cmd, devices_cmd, bench_cmd, listen_cmd, stream_eval_cmd]
+COMMANDS: list[click.Command] = [
+    verify_cmd,
+    devices_cmd,
+    bench_cmd,
+    listen_cmd,
+    record_cmd,
+    stream_eval_cmd,
+]

@@ -59,14 +59,17 @@ def models(as_json: bool) -> None:
 @click.option("--base", type=click.Path(path_type=str), help="Base checkpoint (models/NAME.pt).")
 @click.option("--model", "model_name", help="Architecture to train from scratch instead (see `edgetune models`).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder.")
-@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=3e-3, show_default=True, type=float)
-@click.option("--conv-lr-scale", default=0.3, show_default=True, type=float,
+@click.option("--conv-lr-scale", default=1.0, show_default=True, type=float,
               help="Learning rate of the convolutions relative to the head's.")
 @click.option("--freeze", default=0, show_default=True, type=click.IntRange(0),
               help="Keep the first N blocks fixed.")
 @click.option("--label-smoothing", default=0.1, show_default=True, type=float)
+@click.option("--augment", type=click.Choice(["light", "default", "strong"]), default="default",
+              show_default=True, help="Training augmentation: light suits the built-in corpus, "
+                                      "strong suits tens of clips of one voice.")
 @click.option("--teacher", type=click.Path(path_type=str), help="Distil from this checkpoint.")
 @click.option("--adversarial", type=click.Choice(["fgsm", "pgd"]), help="Adversarial training.")
 @click.option("--epsilon", default=0.5, show_default=True, type=float, help="Log-mel perturbation size.")
@@ -77,21 +80,39 @@ def models(as_json: bool) -> None:
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--auto", "auto_trials", type=click.IntRange(2), default=None, is_flag=False, flag_value=4,
               help="Search N trials (default 4) over lr, --freeze, --conv-lr-scale; pick on validation.")
+@click.option("--soup", is_flag=True, help="With --auto: average the weights of the best trials "
+                                           "(greedy soup; never below the best trial on validation).")
+@click.option("--personal/--no-personal", default=None,
+              help="The recipe for tens of clips of your voice (default: on with --base when the "
+                   "data has under 30 clips per word).")
+@click.option("--mix", type=click.Path(path_type=str, file_okay=False),
+              help="With --personal: corpus to mix in (default: the base's own, when present).")
 @click.option("--json", "as_json", is_flag=True)
-def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale, freeze,
-             label_smoothing, teacher, adversarial, epsilon, device, seed, resume, compare_scratch,
-             nproc, auto_trials, as_json) -> None:
+@click.pass_context
+def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale, freeze,
+             label_smoothing, augment, teacher, adversarial, epsilon, device, seed, resume, compare_scratch,
+             nproc, auto_trials, soup, personal, mix, as_json) -> None:
     """Adapt a base model to your labels (or train one from scratch).
 
-    Runs unchanged under `torchrun --nproc-per-node N` (DistributedDataParallel)."""
+    Runs unchanged under `torchrun --nproc-per-node N` (DistributedDataParallel).
+    With a base and a few clips of your voice (`edgetune record`), it switches to the personal
+    recipe and reports your held-out takes and the built-in test voices, before and after."""
     if _relaunched(nproc):
         return
+    if personal is None and base and not (model_name or auto_trials or resume or teacher or nproc):
+        from edgetune.train.personal import is_tiny
+
+        personal = is_tiny(data)
+    if personal:
+        _personal(ctx, data, base, out, mix, as_json)
+        return
+    from edgetune.data.augment import AugmentConfig
     from edgetune.train.finetune import finetune as run
     from edgetune.train.loop import TrainConfig
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, conv_lr_scale=conv_lr_scale,
                       freeze=freeze, label_smoothing=label_smoothing, adversarial=adversarial,
-                      epsilon=epsilon, device=device, seed=seed)
+                      epsilon=epsilon, device=device, seed=seed, augment=AugmentConfig.preset(augment))
 
     quiet = _quiet_unless_main()  # under torchrun, rank 0 speaks for all
 
@@ -102,10 +123,12 @@ def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale,
 
     kwargs = dict(base=base, model_name=model_name, teacher=teacher, command=_command_line(),
                   progress=progress_enabled(), on_epoch=None if auto_trials else show)
+    if soup and not auto_trials:
+        raise click.UsageError("--soup averages the trials of --auto N; add --auto")
     if auto_trials:
         from edgetune.train.search import auto_finetune
 
-        result = auto_finetune(data, out, trials=auto_trials, cfg=cfg,
+        result = auto_finetune(data, out, trials=auto_trials, cfg=cfg, soup=soup,
                                say=(lambda m: None) if as_json else click.echo, **kwargs)
     else:
         result = run(data, out, cfg=cfg, resume=resume, scratch_baseline=compare_scratch, **kwargs)
@@ -117,9 +140,51 @@ def finetune(data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale,
     click.echo(f"before fine-tuning (base, test): {_pct(result['base_test_accuracy'])}")
     if "scratch_test_accuracy" in result:
         click.echo(f"from scratch, same budget (test): {_pct(result['scratch_test_accuracy'])}")
+    if "soup_trials" in result:
+        single = result["best_single_trial"]
+        click.echo(f"best single trial (test):         {_pct(single['test_accuracy'])}"
+                   f"   (val {_pct(single['val_accuracy'])})")
+        click.echo(f"soup of trials {result['soup_trials']}:")
     click.echo(f"after fine-tuning (test):         {_pct(result['test_accuracy'])}"
                f"   (val {_pct(result['val_accuracy'])})")
     click.echo(f"wrote {result['checkpoint']}; next: edgetune compress {result['checkpoint']} --data {data}")
+
+
+def _personal(ctx, data, base, out, mix, as_json) -> None:
+    from edgetune.errors import EdgetuneError
+    from edgetune.train.personal import PersonalConfig, personal_finetune
+
+    if not base:
+        raise EdgetuneError("--personal fine-tunes a base model; give --base RUN/finetuned.pt")
+    # the personal recipe's own defaults, except where the user set an option
+    given = {k: v for k, v in ctx.params.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    cfg = PersonalConfig(**{k: given[k] for k in ("epochs", "batch_size", "lr", "conv_lr_scale",
+                                                  "freeze", "seed", "device") if k in given})
+
+    def show(r):
+        if not as_json:
+            click.echo(f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  train {_pct(r['train_accuracy'])}"
+                       f"  val {_pct(r['val_accuracy'])}")
+
+    if not as_json:
+        click.echo(f"personal recipe for {data}: strong augmentation, early blocks frozen, "
+                   f"{cfg.epochs} epochs, {cfg.mix_per_label} corpus clips per label mixed in")
+    r = personal_finetune(data, base, out, mix=mix, cfg=cfg, command=_command_line(),
+                          progress=progress_enabled(), on_epoch=show)
+    if as_json:
+        echo_json({k: v for k, v in r.items() if k != "history"})
+        return
+    if not r["mix"]:
+        click.echo("note: no corpus mixed in (the base's is not here); give --mix DIR so the model "
+                   "keeps the other voices")
+    u = r["user_clips"]
+    click.echo(f"your held-out takes ({u['test']}):   before {_pct(r['user_test_before'])}  "
+               f"after {_pct(r['user_test_after'])}")
+    if r["mix"]:
+        click.echo(f"built-in test voices ({r['corpus_clips']['test']}): before "
+                   f"{_pct(r['corpus_test_before'])}  after {_pct(r['corpus_test_after'])}")
+    click.echo(f"wrote {r['checkpoint']}; your test takes: {r['user_test_manifest']}")
 
 
 @click.command()

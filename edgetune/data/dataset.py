@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -78,6 +79,21 @@ class Dataset:
         for e in sorted(self.examples, key=lambda e: (e.path, e.noise_position or 0.0)):
             h.update(f"{e.path}|{e.label}|{e.split}|{e.noise_position}\n".encode())
         return h.hexdigest()[:16]
+
+
+def dataset_frontend(source: str | Path) -> FrontEnd | None:
+    """The front end a dataset asks for: `frontend` in ROOT/corpus.json, which the
+    built-in corpora write (the instruments corpus asks for the music front end).
+    None when the dataset names none."""
+    source = Path(source)
+    info = (source.parent if source.is_file() else source) / "corpus.json"
+    if not info.is_file():
+        return None
+    try:
+        fe = json.loads(info.read_text()).get("frontend")
+        return None if fe is None else FrontEnd.from_dict(fe)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{info}: unreadable front end ({e}); rebuild the corpus or delete the file") from None
 
 
 def speaker_of(filename: str) -> str:

@@ -12,6 +12,9 @@ Modules, one concern each:
   bench       front-end cost, latency, real-time factor, memory against a profile
   stream      the streaming engine: ring of frames, hop inference, smoothing, detections
   listen      file, stdin or microphone into the engine
+  level       input level (dBFS) and energy voice-activity detection
+  record      prompted recording of the user's voice into a Speech Commands folder
+  check       `listen --check`: live accuracy on prompted words against the goal
   streameval  long test streams with truth, streaming accuracy, calibration
 
 This package's __init__ imports nothing, so importing one module

@@ -35,6 +35,7 @@ class ListenSummary:
     dropped_blocks: int = 0  # blocks lost because processing fell behind
     overflows: int = 0  # blocks the audio driver reported as overflowed
     inferences: int = 0
+    quiet_windows: int = 0  # windows under --min-level: silence, not run through the model
     inference_ms_mean: float | None = None
     inference_ms_p99: float | None = None
     real_time_factor: float | None = None  # compute time / audio time
@@ -57,9 +58,12 @@ class ListenSummary:
             else ""
         )
         stop = " (stopped by Ctrl-C)" if self.interrupted else ""
+        quiet = (
+            f", {self.quiet_windows} windows under the minimum level" if self.quiet_windows else ""
+        )
         return (
             f"{self.source}: {self.audio_seconds:.1f} s of audio, {self.detections} detections, "
-            f"{self.dropped_blocks} dropped and {self.overflows} overflowed blocks; {lat}; {rtf}{stop}"
+            f"{self.dropped_blocks} dropped and {self.overflows} overflowed blocks{quiet}; {lat}; {rtf}{stop}"
         )
 
 
@@ -68,6 +72,7 @@ def _finish(engine: StreamEngine, summary: ListenSummary, wall0: float) -> Liste
     summary.audio_seconds = st["audio_seconds"]
     summary.detections = engine.n_detections
     summary.inferences = st["inferences"]
+    summary.quiet_windows = st["quiet_windows"]
     summary.inference_ms_mean = st["inference_ms_mean"]
     summary.inference_ms_p99 = st["inference_ms_p99"]
     summary.real_time_factor = st["real_time_factor"]
@@ -87,10 +92,14 @@ def listen_file(
     path: str | os.PathLike,
     fast: bool = False,
     on_detection: OnDetection | None = None,
+    seconds: float | None = None,
 ) -> ListenSummary:
-    """Play a file through the engine in hop-sized chunks; in real time unless `fast`."""
+    """Play a file (its first `seconds`) through the engine in hop-sized chunks;
+    in real time unless `fast`."""
     fe = engine.rec.frontend
     audio = load_audio(path, fe.sample_rate, max_seconds=MAX_LONG_SECONDS)
+    if seconds is not None:
+        audio = audio[: round(seconds * fe.sample_rate)]
     hop = round(fe.sample_rate * engine.settings.hop_ms / 1000)
     summary = ListenSummary(source=str(path))
     wall0 = time.perf_counter()
@@ -112,8 +121,10 @@ def listen_pcm(
     rate: int = 16000,
     on_detection: OnDetection | None = None,
     source: str = "stdin",
+    seconds: float | None = None,
 ) -> ListenSummary:
-    """Raw signed 16-bit little-endian mono PCM at `rate` from a binary stream, until EOF."""
+    """Raw signed 16-bit little-endian mono PCM at `rate` from a binary stream, until EOF
+    or `seconds` of it."""
     fe = engine.rec.frontend
     resampler = (
         None
@@ -124,9 +135,12 @@ def listen_pcm(
     summary = ListenSummary(source=source)
     wall0 = time.perf_counter()
     carry = b""
+    left = None if seconds is None else 2 * round(seconds * rate)  # bytes still wanted
     try:
-        while True:
-            data = stream.read(block_bytes)
+        while left is None or left > 0:
+            data = stream.read(block_bytes if left is None else min(block_bytes, left))
+            if left is not None:
+                left -= len(data)
             if not data:
                 break
             data = carry + data
@@ -191,6 +205,93 @@ def _pick_device(device):
     return device
 
 
+class Microphone:
+    """An input stream at `sample_rate`: `read()` gives mono float32 blocks as they arrive.
+
+    Opens at that rate when the device supports it, else at the device's default rate
+    and resamples with soxr. Overflows and blocks dropped because the reader fell
+    behind (over ~2 s of backlog) are counted, never fatal. Use it as a context manager."""
+
+    def __init__(self, sample_rate: int, device: int | str | None = None, block_ms: float = 20.0):
+        sd = _sounddevice()
+        dev = _pick_device(device)
+        try:
+            info = sd.query_devices(dev, "input")
+        except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
+            what = f"input device {device!r}" if device is not None else "default input device"
+            raise DeviceError(
+                f"no usable {what} ({e}); plug in a microphone or start the sound server, "
+                "and see `edgetune listen --list-devices`"
+            ) from None
+        if info["max_input_channels"] < 1:
+            raise DeviceError(
+                f"device {info['name']!r} has no input channels; see `edgetune listen --list-devices`"
+            )
+        rate = sample_rate
+        try:
+            sd.check_input_settings(device=dev, samplerate=rate, channels=1, dtype="float32")
+        except Exception:  # noqa: BLE001 - any failure here is the user's file or hardware
+            rate = int(info["default_samplerate"])
+        self._resampler = (
+            None
+            if rate == sample_rate
+            else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+        )
+        self.name = info["name"]
+        self.source = f"microphone {info['name']!r} at {rate} Hz"
+        self.overflows = 0
+        self.dropped = 0
+        self._q: queue.Queue = queue.Queue(maxsize=max(4, int(2000 / block_ms)))
+        try:
+            self._stream = sd.InputStream(
+                device=dev,
+                samplerate=rate,
+                channels=1,
+                dtype="float32",
+                blocksize=max(1, int(rate * block_ms / 1000)),
+                callback=self._callback,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
+            raise DeviceError(
+                f"cannot open {info['name']!r} at {rate} Hz ({e}); pick another with --input-device"
+            ) from None
+
+    def _callback(self, indata, frames, time_info, status):
+        if status.input_overflow:
+            self.overflows += 1
+        try:
+            self._q.put_nowait(indata[:, 0].copy())
+        except queue.Full:
+            self.dropped += 1
+
+    def __enter__(self):
+        self._stream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._stream.__exit__(*exc)
+
+    def read(self, timeout: float = 0.5) -> np.ndarray | None:
+        """The next block at the requested rate, or None when none came within `timeout`."""
+        try:
+            block = self._q.get(timeout=timeout)
+        except queue.Empty:
+            if not self._stream.active:
+                raise DeviceError(
+                    f"the input stream of {self.name!r} stopped; is the device still there?"
+                ) from None
+            return None
+        return block if self._resampler is None else self._resampler.resample_chunk(block)
+
+    def flush(self) -> None:
+        """Forget what was captured but not read yet (e.g. while a prompt was showing)."""
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                return
+
+
 def listen_microphone(
     engine: StreamEngine,
     device: int | str | None = None,
@@ -202,63 +303,11 @@ def listen_microphone(
 ) -> ListenSummary:
     """Capture from a microphone until Ctrl-C, `seconds` of audio, or `stop` is set.
 
-    Opens at the model's rate when the device supports it, else at the device's default
-    rate and resamples with soxr. Overflows and blocks dropped because processing fell
-    behind are counted, never fatal. `on_ready(text)` is called at the first audio block."""
-    sd = _sounddevice()
+    `on_ready(text)` is called at the first audio block."""
     fe = engine.rec.frontend
-    dev = _pick_device(device)
-    try:
-        info = sd.query_devices(dev, "input")
-    except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
-        what = f"input device {device!r}" if device is not None else "default input device"
-        raise DeviceError(
-            f"no usable {what} ({e}); plug in a microphone or start the sound server, "
-            "and see `edgetune listen --list-devices`"
-        ) from None
-    if info["max_input_channels"] < 1:
-        raise DeviceError(
-            f"device {info['name']!r} has no input channels; see `edgetune listen --list-devices`"
-        )
-    rate = fe.sample_rate
-    try:
-        sd.check_input_settings(device=dev, samplerate=rate, channels=1, dtype="float32")
-    except Exception:  # noqa: BLE001 - any failure here is the user's file or hardware
-        rate = int(info["default_samplerate"])
-    resampler = (
-        None
-        if rate == fe.sample_rate
-        else soxr.ResampleStream(rate, fe.sample_rate, 1, dtype="float32")
-    )
-    blocksize = max(1, int(rate * block_ms / 1000))
-    q: queue.Queue = queue.Queue(maxsize=max(4, int(2000 / block_ms)))  # ~2 s of backlog
-    counts = {"overflows": 0, "dropped": 0}
-    ready = threading.Event()
-
-    def callback(indata, frames, time_info, status):
-        if status.input_overflow:
-            counts["overflows"] += 1
-        ready.set()
-        try:
-            q.put_nowait(indata[:, 0].copy())
-        except queue.Full:
-            counts["dropped"] += 1
-
-    summary = ListenSummary(source=f"microphone {info['name']!r} at {rate} Hz")
+    mic = Microphone(fe.sample_rate, device, block_ms)
+    summary = ListenSummary(source=mic.source)
     stop = stop or threading.Event()
-    try:
-        mic = sd.InputStream(
-            device=dev,
-            samplerate=rate,
-            channels=1,
-            dtype="float32",
-            blocksize=blocksize,
-            callback=callback,
-        )
-    except Exception as e:  # noqa: BLE001 - any failure here is the user's file or hardware
-        raise DeviceError(
-            f"cannot open {info['name']!r} at {rate} Hz ({e}); pick another with --input-device"
-        ) from None
     wall0 = time.perf_counter()
     announced = False
     try:
@@ -266,28 +315,21 @@ def listen_microphone(
             while not stop.is_set():
                 if seconds is not None and engine.audio_seconds >= seconds:
                     break
-                try:
-                    block = q.get(timeout=0.5)
-                except queue.Empty:
-                    if not mic.active:
-                        raise DeviceError(
-                            f"the input stream of {info['name']!r} stopped; is the device still there?"
-                        )
+                block = mic.read()
+                if block is None:
                     continue
-                if not announced and ready.is_set():
+                if not announced:
                     announced = True
                     if on_ready is not None:
                         on_ready(summary.source)
-                if resampler is not None:
-                    block = resampler.resample_chunk(block)
                 if seconds is not None:
                     left = round((seconds - engine.audio_seconds) * fe.sample_rate)
                     block = block[: max(0, left)]
                 _emit(engine, block, on_detection)
     except KeyboardInterrupt:
         summary.interrupted = True
-    summary.overflows = counts["overflows"]
-    summary.dropped_blocks = counts["dropped"]
+    summary.overflows = mic.overflows
+    summary.dropped_blocks = mic.dropped
     return _finish(engine, summary, wall0)
 
 

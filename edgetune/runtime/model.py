@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +35,16 @@ class StreamSettings:
     average_ms: float = 500.0  # posterior smoothing window (mean of softmax)
     threshold: float = 0.7  # smoothed confidence needed to report
     suppress_ms: float = 1500.0  # refractory time after a detection
+    # Input limits the user sets (off by default): windows whose loudest 100 ms is under
+    # `min_level_db` dBFS are silence, not classified; answers less sure than
+    # `min_confidence` are "unknown" rather than a guess.
+    min_level_db: float | None = None
+    min_confidence: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> StreamSettings:
         d = dict(d or {})
-        known = {
-            k: float(d[k])
-            for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")
-            if d.get(k) is not None
-        }
+        known = {k: float(d[k]) for k in _SETTING_KEYS if d.get(k) is not None}
         return cls(**known)
 
     def replace(self, **overrides) -> StreamSettings:
@@ -54,6 +55,11 @@ class StreamSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_SETTING_KEYS = (
+    "hop_ms", "average_ms", "threshold", "suppress_ms", "min_level_db", "min_confidence",
+)  # fmt: skip
 
 
 def _require_onnxruntime():
@@ -67,9 +73,27 @@ def _require_onnxruntime():
     return ort
 
 
+@dataclass(frozen=True)
+class Head:
+    """One task of a merged model: its output tensor and its columns of the logits."""
+
+    name: str
+    labels: list[str]
+    output: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.labels)
+
+
 @dataclass
 class Recogniser:
-    """One loaded model. Call `predict_features` / `predict_clips`; read the rest."""
+    """One loaded model. Call `predict_features` / `predict_clips`; read the rest.
+
+    A merged model (several heads on one trunk) runs every head in one session call;
+    its logits are the heads' side by side (`labels` likewise), and `head(name)` is a
+    view that answers for one head only."""
 
     path: str
     labels: list[str]
@@ -84,7 +108,25 @@ class Recogniser:
     file_bytes: int
     session: object = field(repr=False)
     input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
+    output_names: tuple[str, ...] = (OUTPUT_NAME,)
+    heads: tuple[Head, ...] = ()
+    columns: tuple[int, int] | None = None  # a head view: its slice of the logits
+
+    def head(self, name: str) -> Recogniser:
+        """The recogniser of one head of a merged model."""
+        found = [h for h in self.heads if h.name == name]
+        if not found:
+            have = ", ".join(h.name for h in self.heads) or "none: it has a single output"
+            raise ModelError(f"{self.path}: no head {name!r} (heads: {have})")
+        h = found[0]
+        return replace(self, labels=list(h.labels), heads=(), columns=(h.start, h.end),
+                       stream=StreamSettings.from_dict({**self.stream.to_dict(), **_head_stream(self, h)}))
+
+    def head_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax within each head (one distribution per head, side by side)."""
+        if not self.heads:
+            return softmax(logits)
+        return np.concatenate([softmax(logits[:, h.start : h.end]) for h in self.heads], axis=1)
 
     @property
     def n_classes(self) -> int:
@@ -112,10 +154,12 @@ class Recogniser:
             )
         if x.shape[0] == 0:
             return np.zeros((0, self.n_classes), np.float32)
-        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+        outs = self.session.run(list(self.output_names), {self.input_name: np.ascontiguousarray(x)})
+        logits = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
+        return logits if self.columns is None else logits[:, self.columns[0] : self.columns[1]]
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.predict_features(batch))
+        return self.head_probabilities(self.predict_features(batch))
 
     def predict_clips(self, clips: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Logits [N, n_classes] for mono float32 clips at the front end's rate
@@ -214,10 +258,12 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
 
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+    heads = _heads(path, meta, labels)
+    output_names = tuple(h.output for h in heads) or (OUTPUT_NAME,)
+    if INPUT_NAME not in inputs or not set(output_names) <= set(outputs):
         raise ModelError(
             f"{path}: graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
-            f"expected `{INPUT_NAME}` and `{OUTPUT_NAME}`; {EXPORT_HINT}"
+            f"expected `{INPUT_NAME}` and {', '.join(f'`{o}`' for o in output_names)}; {EXPORT_HINT}"
         )
     shape = list(inputs[INPUT_NAME].shape)
     want = [None, 1, frontend.n_frames, frontend.n_mels]
@@ -228,9 +274,9 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
             f"{path}: input `features` has shape {shape}, but its front end makes "
             f"[batch, 1, {frontend.n_frames}, {frontend.n_mels}]; re-export it"
         )
-    out_shape = list(outputs[OUTPUT_NAME].shape)
-    if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(labels):
-        raise ModelError(f"{path}: {out_shape[1]} outputs but {len(labels)} labels; re-export it")
+    widths = [outputs[o].shape[1] if len(outputs[o].shape) == 2 else None for o in output_names]
+    if all(isinstance(w, int) for w in widths) and sum(widths) != len(labels):
+        raise ModelError(f"{path}: {sum(widths)} outputs but {len(labels)} labels; re-export it")
 
     try:
         stream = StreamSettings.from_dict(meta.get("edgetune.stream"))
@@ -249,4 +295,42 @@ def load_model(path: str | os.PathLike, threads: int | None = None) -> Recognise
         threads=threads,
         file_bytes=path.stat().st_size,
         session=session,
+        output_names=output_names,
+        heads=heads,
     )
+
+
+def one_head(rec: Recogniser, head: str | None) -> Recogniser:
+    """The recogniser a one-task command (verify, stream-eval) scores: the model itself,
+    or the named head of a merged model."""
+    if head:
+        return rec.head(head)
+    if rec.heads:
+        names = ", ".join(h.name for h in rec.heads)
+        raise ModelError(f"{rec.path}: a merged model with heads {names}; choose one with --head NAME")
+    return rec
+
+
+def _heads(path: Path, meta: dict, labels: list[str]) -> tuple[Head, ...]:
+    """A merged model's heads from `edgetune.heads`; () for a single-output model."""
+    entries = meta.get("edgetune.heads")
+    if entries is None:
+        return ()
+    heads, start = [], 0
+    try:
+        for e in entries:
+            heads.append(Head(str(e["name"]), [str(x) for x in e["labels"]], str(e["output"]), start))
+            start += len(e["labels"])
+    except (TypeError, KeyError) as e:
+        raise ModelError(f"{path}: bad `edgetune.heads` ({e}); re-export it") from None
+    if [lab for h in heads for lab in h.labels] != labels:
+        raise ModelError(f"{path}: `edgetune.heads` disagrees with `edgetune.labels`; re-export it")
+    return tuple(heads)
+
+
+def _head_stream(rec: Recogniser, head: Head) -> dict:
+    """A head's own stream settings, where the export recorded some."""
+    for e in rec.metadata.get("edgetune.heads") or []:
+        if e.get("name") == head.name and isinstance(e.get("stream"), dict):
+            return e["stream"]
+    return {}

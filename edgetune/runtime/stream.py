@@ -12,6 +12,10 @@ Two layers, so calibration can replay posteriors without re-running the model:
   previous detection, and (for the same label again) its score fell below the
   threshold or another class led in between.
 
+Input limits (off by default): a window whose loudest 100 ms is under
+`min_level_db` is not run through the model and counts as `_silence_`; a
+smoothed score under `min_confidence` is "unknown" and never reported.
+
 Inference points are fixed by frame count, never by chunk boundaries, so the
 detections do not depend on how the audio was cut into chunks. `time_s` is the
 end of the audio the decision has heard (seconds since the stream start/reset).
@@ -21,13 +25,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from edgetune.errors import EdgetuneError
 from edgetune.frontend import StreamingLogMel
-from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, softmax
+from edgetune.runtime.level import peak_level_db
+from edgetune.runtime.model import NON_EVENTS, Head, Recogniser, StreamSettings
 
 
 @dataclass(frozen=True)
@@ -58,19 +63,32 @@ def check_settings(rec: Recogniser, s: StreamSettings) -> int:
         raise EdgetuneError(f"threshold {s.threshold:g} is not in [0, 1]")
     if s.suppress_ms < 0:
         raise EdgetuneError(f"suppression time {s.suppress_ms:g} ms is negative")
+    if s.min_level_db is not None and s.min_level_db > 0:
+        raise EdgetuneError(
+            f"minimum level {s.min_level_db:g} dBFS is above full scale; use a negative value such as -50"
+        )
+    if not 0.0 <= s.min_confidence <= 1.0:
+        raise EdgetuneError(f"minimum confidence {s.min_confidence:g} is not in [0, 1]")
     return round(hop_frames)
 
 
 class PosteriorStream:
     """Chunks -> (time_s, posterior) every hop. Keeps only the last clip of frames."""
 
-    def __init__(self, rec: Recogniser, hop_ms: float):
+    def __init__(self, rec: Recogniser, hop_ms: float, min_level_db: float | None = None):
         self.rec = rec
         self.fe = rec.frontend
-        self.hop_frames = check_settings(rec, StreamSettings(hop_ms=hop_ms))
+        self.hop_frames = check_settings(
+            rec, StreamSettings(hop_ms=hop_ms, min_level_db=min_level_db)
+        )
+        self.min_level_db = min_level_db
         self._mel = StreamingLogMel(self.fe)
         self._silence = np.float32(math.log(self.fe.log_floor))
         self.ring = np.empty((self.fe.n_frames, self.fe.n_mels), np.float32)
+        # what a window under the minimum level "hears": _silence_ for sure (nothing, without one)
+        self._quiet = np.zeros(rec.n_classes, np.float32)
+        if "_silence_" in rec.labels:
+            self._quiet[rec.labels.index("_silence_")] = 1.0
         self.latencies: list[float] = []  # seconds per inference
         self.compute_s = 0.0  # front end + inference
         self.reset()
@@ -81,6 +99,11 @@ class PosteriorStream:
         self._pos = 0  # next ring row to write
         self.frames = 0  # frames since reset
         self.samples = 0  # samples since reset
+        self.quiet_windows = 0  # windows under the minimum level, not run through the model
+        # the last clip of samples (plus the chunk being pushed), for the level gate only
+        self._tail = np.zeros(
+            self.fe.clip_samples if self.min_level_db is not None else 0, np.float32
+        )
 
     @property
     def audio_seconds(self) -> float:
@@ -94,10 +117,18 @@ class PosteriorStream:
         fe = self.fe
         return (frame_index * fe.hop_length + fe.win_length) / fe.sample_rate
 
+    def _level_db(self, frame_index: int) -> float:
+        """Level of the clip of samples that ends where frame `frame_index` ends."""
+        fe = self.fe
+        end = len(self._tail) - (self.samples - (frame_index * fe.hop_length + fe.win_length))
+        return peak_level_db(self._tail[max(0, end - fe.clip_samples) : end], fe.sample_rate)
+
     def push(self, chunk: np.ndarray) -> list[tuple[float, np.ndarray]]:
         t0 = time.perf_counter()
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         self.samples += len(chunk)
+        if self.min_level_db is not None:
+            self._tail = np.concatenate([self._tail, chunk])
         frames = self._mel.push(chunk)
         out = []
         n = self.ring.shape[0]
@@ -106,12 +137,20 @@ class PosteriorStream:
             self._pos = (self._pos + 1) % n
             self.frames += 1
             if self.frames % self.hop_frames == 0:
-                t = time.perf_counter()
-                logits = self.rec.predict_features(self.window()[None, None])
-                self.latencies.append(time.perf_counter() - t)
-                out.append((self._frame_end_s(self.frames - 1), softmax(logits)[0]))
+                out.append((self._frame_end_s(self.frames - 1), self._posterior()))
+        if self.min_level_db is not None:
+            self._tail = self._tail[-self.fe.clip_samples :]
         self.compute_s += time.perf_counter() - t0
         return out
+
+    def _posterior(self) -> np.ndarray:
+        if self.min_level_db is not None and self._level_db(self.frames - 1) < self.min_level_db:
+            self.quiet_windows += 1
+            return self._quiet
+        t = time.perf_counter()
+        logits = self.rec.predict_features(self.window()[None, None])
+        self.latencies.append(time.perf_counter() - t)
+        return self.rec.head_probabilities(logits)[0]  # one softmax per head of a merged model
 
 
 class Decider:
@@ -122,6 +161,8 @@ class Decider:
         self.settings = settings
         self.window = max(1, round(settings.average_ms / settings.hop_ms))
         self.reportable = np.array([lab not in NON_EVENTS for lab in self.labels])
+        # under the user's minimum confidence an answer is "unknown": as if under the threshold
+        self.cut = max(settings.threshold, settings.min_confidence)
         self.reset()
 
     def reset(self) -> None:
@@ -142,9 +183,9 @@ class Decider:
     def decide(self, time_s: float, top: int, score: float) -> Detection | None:
         """Threshold, suppression and re-arming for the smoothed top class and its score."""
         s = self.settings
-        if top != self._last_label or score < s.threshold:
+        if top != self._last_label or score < self.cut:
             self._rearmed = True
-        if not self.reportable[top] or score < s.threshold:
+        if not self.reportable[top] or score < self.cut:
             return None
         if (
             self._last_time is not None
@@ -174,29 +215,40 @@ class StreamEngine:
         average_ms: float | None = None,
         threshold: float | None = None,
         suppress_ms: float | None = None,
+        min_level_db: float | None = None,
+        min_confidence: float | None = None,
     ):
         self.rec = rec
         self.settings = rec.stream.replace(
-            hop_ms=hop_ms, average_ms=average_ms, threshold=threshold, suppress_ms=suppress_ms
+            hop_ms=hop_ms,
+            average_ms=average_ms,
+            threshold=threshold,
+            suppress_ms=suppress_ms,
+            min_level_db=min_level_db,
+            min_confidence=min_confidence,
         )
         check_settings(rec, self.settings)
-        self.posteriors = PosteriorStream(rec, self.settings.hop_ms)
-        self.decider = Decider(rec.labels, self.settings)
+        self.posteriors = PosteriorStream(rec, self.settings.hop_ms, self.settings.min_level_db)
+        # one decider per head of a merged model (its detections read "head:label"), else one
+        heads = rec.heads or [Head("", rec.labels, "", 0)]
+        self.deciders = [(h, Decider(h.labels, self.settings)) for h in heads]
         self.n_detections = 0
 
     def push(self, chunk: np.ndarray) -> list[Detection]:
         found = []
         for t, p in self.posteriors.push(chunk):
-            d = self.decider.update(t, p)
-            if d is not None:
-                found.append(d)
+            for head, decider in self.deciders:
+                d = decider.update(t, p[head.start : head.end])
+                if d is not None:
+                    found.append(replace(d, label=f"{head.name}:{d.label}") if head.name else d)
         self.n_detections += len(found)
         return found
 
     def reset(self) -> None:
         """Forget all audio, frames, posteriors and detections; time restarts at 0."""
         self.posteriors.reset()
-        self.decider.reset()
+        for _, decider in self.deciders:
+            decider.reset()
         self.n_detections = 0
 
     @property
@@ -209,6 +261,7 @@ class StreamEngine:
         return {
             "audio_seconds": round(audio, 3),
             "inferences": int(lat.size),
+            "quiet_windows": self.posteriors.quiet_windows,
             "inference_ms_mean": round(float(lat.mean()), 4) if lat.size else None,
             "inference_ms_p50": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
             "inference_ms_p99": round(float(np.percentile(lat, 99)), 4) if lat.size else None,

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.audio import MAX_LONG_SECONDS, load_audio, write_audio
-from edgetune.errors import DataError, EdgetuneError
 from edgetune.data.dataset import SILENCE, load_dataset
-from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_model
+from edgetune.errors import DataError, EdgetuneError
+from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_model, one_head
 from edgetune.runtime.stream import Decider, Detection, PosteriorStream, check_settings
 
 GRID_AVERAGE_MS = (300.0, 500.0, 750.0, 1000.0)
@@ -276,8 +276,8 @@ def score_detections(
     }
 
 
-def _load(model) -> Recogniser:
-    return model if isinstance(model, Recogniser) else load_model(model)
+def _load(model, head: str | None = None) -> Recogniser:
+    return one_head(model if isinstance(model, Recogniser) else load_model(model), head)
 
 
 def stream_eval(
@@ -289,9 +289,11 @@ def stream_eval(
     average_ms: float | None = None,
     threshold: float | None = None,
     suppress_ms: float | None = None,
+    head: str | None = None,
 ) -> dict:
-    """Run the streaming engine over `wav` and score its detections against `csv_path`."""
-    rec = _load(model)
+    """Run the streaming engine over `wav` and score its detections against `csv_path`
+    (one `head` of a merged model)."""
+    rec = _load(model, head)
     settings = rec.stream.replace(
         hop_ms=hop_ms, average_ms=average_ms, threshold=threshold, suppress_ms=suppress_ms
     )
@@ -327,11 +329,12 @@ def calibrate(
     average_grid=GRID_AVERAGE_MS,
     threshold_grid=GRID_THRESHOLD,
     suppress_grid=GRID_SUPPRESS_MS,
+    head: str | None = None,
 ) -> dict:
     """Best (average_ms, threshold, suppress_ms) on a stream: most correct detections with at
     most `max_fa_per_hour` false accepts per hour (ties: fewer false accepts, fewer wrong,
     lower latency). When no setting meets the bound, the one with the fewest false accepts."""
-    rec = _load(model)
+    rec = _load(model, head)
     hop = float(hop_ms if hop_ms is not None else rec.stream.hop_ms)
     check_settings(rec, rec.stream.replace(hop_ms=hop))
     fe = rec.frontend
@@ -386,7 +389,10 @@ def calibrate(
         and r["false_accepts_per_hour"] <= max_fa_per_hour
     ]
     best = min(ok, key=key) if ok else min(rows, key=lambda r: (r["false_accepts"], *key(r)))
-    full = stream_eval(rec, wav, csv_path, tolerance_ms, **best["settings"])
+    grid_keys = ("hop_ms", "average_ms", "threshold", "suppress_ms")
+    full = stream_eval(
+        rec, wav, csv_path, tolerance_ms, **{k: best["settings"][k] for k in grid_keys}
+    )
     full.pop("detection_list", None)
     return {
         "best": best["settings"],

