@@ -97,6 +97,7 @@ def test_merged_model_compresses_and_exports_one_output_per_head(distilled, merg
     assert [h["name"] for h in qat["heads"]] == ["low", "high"]
     proto = onnx.load(merged_onnx)
     assert [o.name for o in proto.graph.output] == ["logits_low", "logits_high"]
+    assert not any(n.name for n in proto.graph.node)  # compact: no exporter names left
     props = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert [h["labels"] for h in props["edgetune.heads"]] == [h["labels"] for h in qat["heads"]]
 
@@ -175,3 +176,4 @@ def test_average_states_means_floats_and_keeps_counts():
     b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7)}
     avg = average_states([a, b])
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 5
+

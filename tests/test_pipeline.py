@@ -224,3 +224,12 @@ def test_two_process_finetune_matches_single_process(data, tmp_path):
     assert json.loads((tmp_path / "two" / "config.json").read_text())["processes"] == 2
     assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.15
     assert two["val_accuracy"] >= 0.7
+
+
+def test_augment_presets():
+    from edgetune.data.augment import AugmentConfig
+
+    assert AugmentConfig.preset("default") == AugmentConfig()
+    assert AugmentConfig.preset("light").noise_prob < AugmentConfig().noise_prob < AugmentConfig.strong().noise_prob
+    with pytest.raises(ValueError, match="light, default, strong"):
+        AugmentConfig.preset("heavy")

@@ -16,7 +16,8 @@ it is trained on or used to choose anything. Writes OUT.json and OUT.md.
 
 Corpora live under --work/corpus/<task>-s<seed>-n<size>-<mix>; a clip whose path
 (label, speaker, index) another variant already rendered is hard-linked from it,
-not rendered again: same seed, label, index and voice make the same clip.
+not rendered again: same seed, label, index and voice make the same clip. Runs
+already in OUT.json with the same settings are kept, so a stopped ablation resumes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ FULL_MIXES = ("espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15;espeak,piper;espeak
 
 
 def augment_config(name: str):
-    """Named training augmentations: `on` (edgetune's default), `off`, or `no-<part>`."""
+    """Named training augmentations: `on` (edgetune's default), `off`, `no-<part>`, or a
+    finetune preset (`light`, `strong`)."""
     from edgetune.data.augment import AugmentConfig
 
     on = AugmentConfig()
@@ -55,11 +57,13 @@ def augment_config(name: str):
     }
     if name == "on":
         return on
+    if name in ("light", "strong"):
+        return AugmentConfig.preset(name)
     if name == "off":
         return dataclasses.replace(on, **{k: v for p in parts.values() for k, v in p.items()})
     if name.startswith("no-") and name[3:] in parts:
         return dataclasses.replace(on, **parts[name[3:]])
-    sys.exit(f"error: unknown augmentation {name!r}; use on, off or no-{{{','.join(parts)}}}")
+    sys.exit(f"error: unknown augmentation {name!r}; use on, off, light, strong or no-{{{','.join(parts)}}}")
 
 
 def mix_slug(mix: str) -> str:
@@ -148,7 +152,8 @@ class RealSet:
                 "per_class": per_class, "per_speaker": per_speaker, "n": len(truth)}
 
 
-def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, real: RealSet) -> dict:
+def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, real: RealSet,
+                    log: Path) -> dict:
     import torch
 
     from edgetune.frontend import FrontEnd
@@ -163,7 +168,9 @@ def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, re
     torch.manual_seed(seed)
     model = fresh_model(model_name, labels, fe)
     t0 = time.time()
-    trainer = Trainer(model, fe, tensors.train, tensors.val, cfg, tensors.noise)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    trainer = Trainer(model, fe, tensors.train, tensors.val, cfg, tensors.noise, log_path=log)
     best = trainer.run()
     seconds = time.time() - t0
     test_feats = features_of(fe, tensors.test.clips, torch.device("cpu"))
@@ -176,6 +183,10 @@ def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, re
         "train_seconds": round(seconds, 1),
         "real": real.score(best, labels),
     }
+
+
+def run_key(run: dict) -> tuple:
+    return tuple(run[k] for k in ("mix", "augment", "size", "model", "seed"))
 
 
 def plan_runs(args) -> list[dict]:
@@ -220,7 +231,7 @@ def main() -> None:
     ap.add_argument("--task", default="digits")
     ap.add_argument("--real", type=Path, default=REAL_DEFAULT, help="real labelled folder (scored only)")
     ap.add_argument("--mixes", help=f"';'-separated engine mixes, the first the reference [default: {FULL_MIXES}]")
-    ap.add_argument("--augment", default=None, help="comma list of on, off, no-noise, ... [default: on,off]")
+    ap.add_argument("--augment", default=None, help="comma list of on, off, light, strong, no-noise, ... [default: on,off]")
     ap.add_argument("--sizes", default=None, help="clips per word, comma list [default: 300,150]")
     ap.add_argument("--models", default="dscnn-s")
     ap.add_argument("--epochs", type=int, default=None, help="[default: 40; --quick 30]")
@@ -263,7 +274,18 @@ def main() -> None:
               "real": {"path": str(args.real), "n": len(real.examples),
                        "speakers": len({e.speaker for e in real.examples}), "labels": real.labels},
               "corpora": {}, "runs": []}
+    # runs an earlier call finished with the same settings are kept, not trained again
+    same = ("task", "epochs", "batch_size", "lr", "corpus_seed")
+    done = {}
+    if out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        if all(old.get(k) == result.get(k) for k in same) and old["real"]["path"] == str(args.real):
+            done = {run_key(r): r for r in old["runs"]}
+            result["corpora"] = old["corpora"]
     for run in plan_runs(args):
+        if run_key(run) in done:
+            result["runs"].append(done[run_key(run)])
+            continue
         corpus, summary = build(args.work, args.task, run["size"], run["mix"], args.corpus_seed, args.workers)
         if corpus.name not in result["corpora"]:
             rendered = summary["engine_rendered"]
@@ -273,7 +295,8 @@ def main() -> None:
                 "engine_clips_per_s": {e: round(rendered[e] / t, 2)
                                        for e, t in summary["engine_cpu_seconds"].items() if rendered[e] and t},
                 "seconds": summary["seconds"], "word_seconds_median": summary["word_seconds_median"]}
-        scored = train_and_score(corpus, run["model"], run["augment"], args, run["seed"], real)
+        log = args.work / "logs" / f"{corpus.name}-{run['model']}-{run['augment']}-s{run['seed']}.jsonl"
+        scored = train_and_score(corpus, run["model"], run["augment"], args, run["seed"], real, log)
         result["runs"].append({**run, "corpus": corpus.name, **scored})
         print(json.dumps({**run, "synth_val": scored["synth_val"], "real": scored["real"]["accuracy"],
                           "real_closed": scored["real"]["closed_accuracy"]}), flush=True)

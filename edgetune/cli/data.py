@@ -44,7 +44,7 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--engines", default=None,
               help="Engine mix, NAME=WEIGHT,... or plain names for equal shares; engines: espeak, piper, "
                    "flite, kokoro; one not installed is skipped [default: "
-                   "espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15].")
+                   "espeak=0.4,piper=0.4,flite=0.2].")
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)
