@@ -229,7 +229,9 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
         out["passed"] = out["max_abs_diff"] <= FP32_MAX_DIFF
     else:
         gap = abs(out.get("onnx_accuracy", 0) - out.get("torch_accuracy", 0))
-        out["passed"] = out["top1_agreement"] >= INT8_MIN_AGREEMENT and gap <= INT8_MAX_ACCURACY_GAP
+        # on a few hundred clips one clip is more than 0.5 point: allow at least one clip
+        allowed = max(INT8_MAX_ACCURACY_GAP, 1.0 / max(len(features), 1) + 1e-9)
+        out["passed"] = out["top1_agreement"] >= INT8_MIN_AGREEMENT and gap <= allowed
     return out
 
 

@@ -43,11 +43,17 @@ def models(tmp_path_factory, one_torch_thread):
     return root
 
 
-def test_exact_merge_shares_frozen_blocks_and_keeps_every_answer(models, tmp_path):
+@pytest.fixture(scope="module")
+def exact(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exact")
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
-               "--out", tmp_path / "merged.pt", "--json")
+               "--out", out / "merged.pt", "--json")
     assert r.exit_code == 0, r.output
-    result = last_json(r.output)
+    return out, last_json(r.output)
+
+
+def test_exact_merge_shares_frozen_blocks_and_keeps_every_answer(models, exact):
+    tmp_path, result = exact
     assert result["how"] == "exact" and result["shared_blocks"] == 2 and result["heads"] == ["low", "high"]
     assert result["params"] < result["params_separate"]
     assert result["test_accuracy"] == result["own_model_test_accuracy"]
@@ -79,8 +85,10 @@ def test_distilled_merge_has_one_trunk(distilled):
 
 
 @pytest.fixture(scope="module")
-def merged_onnx(distilled):
-    out, _ = distilled
+def merged_onnx(exact):
+    """The exact merge (shared trunk, a block of its own per head) through compress and int8
+    export: its heads are the fine-tuned models, trained enough for a stable int8 parity check."""
+    out, _ = exact
     r = invoke("compress", out / "merged.pt", "--steps", 1, "--epochs-per-step", 1, "--qat-epochs", 1,
                "--max-drop", 1.0, "--json")
     assert r.exit_code == 0, r.output
@@ -89,10 +97,10 @@ def merged_onnx(distilled):
     return last_json(r.output)["onnx"]
 
 
-def test_merged_model_compresses_and_exports_one_output_per_head(distilled, merged_onnx):
+def test_merged_model_compresses_and_exports_one_output_per_head(exact, merged_onnx):
     import onnx
 
-    out, _ = distilled
+    out, _ = exact
     qat = load_checkpoint(out / "qat.pt")
     assert [h["name"] for h in qat["heads"]] == ["low", "high"]
     proto = onnx.load(merged_onnx)
