@@ -131,7 +131,7 @@ def test_user_errors_are_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def compressed(run, data):
     r = invoke("compress", run / "finetuned.pt", "--steps", 1, "--epochs-per-step", 2,
-               "--qat-epochs", 2, "--max-drop", 0.2, "--json")
+               "--qat-epochs", 2, "--max-drop", 1.0, "--json")  # mechanics, not accuracy
     assert r.exit_code == 0, r.output
     return last_json(r.output)
 
