@@ -24,9 +24,9 @@ import ctypes
 import os
 import pickle
 import struct
-import threading
 
 import numpy as np
+from edgetune.data.synth.process import PerProcess
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_CHARS_UTF8 = 1
@@ -91,20 +91,8 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(parts)
 
 
-class Espeak:
+class Espeak(PerProcess):
     """A thin, typed handle on libespeak-ng. Use `Espeak.get()` (one per process)."""
-
-    _instance: Espeak | None = None
-    _pid: int | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> Espeak:
-        with cls._lock:
-            if cls._instance is None or cls._pid != os.getpid():
-                cls._instance = cls()
-                cls._pid = os.getpid()
-            return cls._instance
 
     def __init__(self):
         try:

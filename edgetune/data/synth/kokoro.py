@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import numpy as np
 
 from edgetune.data.synth.espeak import Espeak
+from edgetune.data.synth.process import PerProcess
 
 SAMPLE_RATE = 24000
 # eSpeak IPA (en-us, no ties) -> misaki's US alphabet; longest first
@@ -52,20 +52,8 @@ def english_ipa(ipa: str) -> str:
     return ipa
 
 
-class KokoroVoice:
+class KokoroVoice(PerProcess):
     """One onnxruntime session per process (`KokoroVoice.get()`), single-threaded by default."""
-
-    _instance: KokoroVoice | None = None
-    _pid: int | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> KokoroVoice:
-        with cls._lock:
-            if cls._instance is None or cls._pid != os.getpid():
-                cls._instance = cls()
-                cls._pid = os.getpid()
-            return cls._instance
 
     def __init__(self, threads: int | None = None):
         import onnxruntime as ort

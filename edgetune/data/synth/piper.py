@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import numpy as np
 
 from edgetune.data.synth.espeak import Espeak
+from edgetune.data.synth.process import PerProcess
 
 # upper bounds on the noise a node may ask for: the flow's prior, 192 channels x 2,000 frames
 # (~23 s of audio), and the duration predictor's, 2 channels x 2,048 phonemes
@@ -69,20 +69,8 @@ def _rewrite_random_nodes(model_bytes_path: str) -> tuple[bytes, list[tuple[str,
     return m.SerializeToString(), inputs
 
 
-class PiperVoice:
+class PiperVoice(PerProcess):
     """One onnxruntime session per process (`PiperVoice.get()`), single-threaded by default."""
-
-    _instance: PiperVoice | None = None
-    _pid: int | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> PiperVoice:
-        with cls._lock:
-            if cls._instance is None or cls._pid != os.getpid():
-                cls._instance = cls()
-                cls._pid = os.getpid()
-            return cls._instance
 
     def __init__(self, threads: int | None = None):
         try:
