@@ -115,6 +115,7 @@ def test_finetune_switches_to_personal_recipe(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_personal_finetune_helps_the_user_and_keeps_the_corpus(tmp_path):
     from edgetune.train.personal import PersonalConfig, personal_finetune
 

@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -249,3 +250,22 @@ def test_resume_writes_nothing_new(tiny):
     third = C.build_corpus(out, "commands", clips_per_word=3, seed=0, workers=1, engines=ENGINES,
                            progress=False, words=["yes"])
     assert third["written"] == 1 and (out / victim).read_bytes() == data
+
+
+def test_per_process_handles_may_fetch_each_other():
+    # Piper's and Kokoro's handles fetch eSpeak's inside their constructors; a lock shared
+    # by all handle classes deadlocked there (and hung CI), so run it on a thread with a limit.
+    from edgetune.data.synth.process import PerProcess
+
+    class Inner(PerProcess):
+        pass
+
+    class Outer(PerProcess):
+        def __init__(self):
+            self.inner = Inner.get()
+
+    got = []
+    worker = threading.Thread(target=lambda: got.append(Outer.get()), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert got and got[0].inner is Inner.get() and Outer.get() is got[0]

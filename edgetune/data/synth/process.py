@@ -12,7 +12,12 @@ import threading
 class PerProcess:
     _instance = None
     _pid: int | None = None
-    _lock = threading.Lock()
+
+    def __init_subclass__(cls, **kwargs):
+        # A lock per class: one handle's constructor may fetch another's (Piper and Kokoro
+        # phonemise with eSpeak), which would deadlock on a lock shared by all of them.
+        super().__init_subclass__(**kwargs)
+        cls._lock = threading.Lock()
 
     @classmethod
     def get(cls):
