@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -108,82 +107,32 @@ def test_portaudio_missing_is_a_clear_error(model, tmp_path):
 # ---------------------------------------------------------------- virtual microphone
 
 
-def _run(*cmd, timeout=10):
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+def load_tool(name):
+    """A module of tools/ (not a package), loaded once."""
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @pytest.fixture
 def virtual_mic():
-    """A PulseAudio null sink `vmic` whose monitor is the default source, kept rendering."""
-    missing = [t for t in ("pulseaudio", "pactl", "pacat", "paplay") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(
-            f"virtual microphone needs {', '.join(missing)}: apt-get install pulseaudio pulseaudio-utils libportaudio2"
-        )
+    """A PulseAudio null sink `vmic` whose monitor is the default source, kept rendering
+    (tools/vmic.py)."""
+    vmic = load_tool("vmic")
+    mic = vmic.VirtualMic()
     try:
-        import sounddevice  # noqa: F401
-    except (ImportError, OSError) as e:
-        pytest.skip(
-            f"sounddevice/PortAudio unavailable ({e}): apt-get install libportaudio2; pip install sounddevice"
-        )
-    started = False
-    if _run("pulseaudio", "--check").returncode != 0:
-        r = _run(
-            "pulseaudio", "-D", "-n", "--exit-idle-time=-1",
-            "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=vmic",
-        )  # fmt: skip
-        if r.returncode != 0 or _run("pulseaudio", "--check").returncode != 0:
-            pytest.skip(f"pulseaudio could not start: {r.stderr.strip()[-300:]}")
-        started = True
-    module = None
-    if "vmic" not in _run("pactl", "list", "short", "sinks").stdout:
-        r = _run("pactl", "load-module", "module-null-sink", "sink_name=vmic")
-        if r.returncode != 0:
-            pytest.skip(f"cannot create the null sink: {r.stderr.strip()}")
-        module = r.stdout.strip()
-    info = _run("pactl", "info").stdout
-    old = {
-        k: ln.split(":", 1)[1].strip()
-        for ln in info.splitlines()
-        for k in ("Default Sink", "Default Source")
-        if ln.startswith(k)
-    }
-    _run("pactl", "set-default-sink", "vmic")
-    _run("pactl", "set-default-source", "vmic.monitor")
-    zeros = open("/dev/zero", "rb")  # noqa: SIM115 - closed in the teardown below
-    keep = subprocess.Popen(  # keep the sink rendering, or a capture stream gets nothing
-        [
-            "pacat",
-            "-p",
-            "--device=vmic",
-            "--latency-msec=20",
-            "--raw",
-            "--format=s16le",
-            "--rate=16000",
-            "--channels=1",
-        ],
-        stdin=zeros,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        name = mic.start()
+    except vmic.Unavailable as e:
+        pytest.skip(str(e))
     try:
-        yield "vmic"
+        yield name
     finally:
-        keep.terminate()
-        try:
-            keep.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            keep.kill()
-        zeros.close()
-        if started:
-            _run("pulseaudio", "-k")
-        else:
-            if module:
-                _run("pactl", "unload-module", module)
-            if old.get("Default Sink"):
-                _run("pactl", "set-default-sink", old["Default Sink"])
-            if old.get("Default Source"):
-                _run("pactl", "set-default-source", old["Default Source"])
+        mic.stop()
 
 
 def test_listen_virtual_microphone(model, virtual_mic, tmp_path):
@@ -387,33 +336,8 @@ def test_check_from_file(model, tmp_path):
 def drive_prompts(args, mic, sounds: dict, timeout=90):
     """Run the CLI with `args`; at each `say: <label>` it prints, play sounds[label] into the
     virtual microphone. Returns (returncode, stdout, stderr, labels prompted)."""
-    p = subprocess.Popen(
-        [sys.executable, "-c", CLI, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    prompted, err = [], ""
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            line = p.stderr.readline()
-            if not line:
-                break
-            err += line
-            if line.startswith("say: "):
-                label = line.split(":", 1)[1].strip()
-                prompted.append(label)
-                if label in sounds:
-                    subprocess.run(
-                        ["paplay", f"--device={mic}", str(sounds[label])], check=True, timeout=20
-                    )
-        out, rest = p.communicate(timeout=max(5, deadline - time.time()))
-    finally:
-        if p.poll() is None:
-            p.kill()
-    return p.returncode, out, err + rest, prompted
+    cmd = [sys.executable, "-c", CLI, *map(str, args)]
+    return load_tool("vmic").drive_prompts(cmd, mic, sounds.get, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

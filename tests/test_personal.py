@@ -128,7 +128,44 @@ def test_personal_finetune_helps_the_user_and_keeps_the_corpus(tmp_path):
         catch_exceptions=False,
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    cfg = PersonalConfig(epochs=5, mix_per_label=24)  # shorter than the default, same recipe
-    res = personal_finetune(voice, tmp_path / "base" / "finetuned.pt", tmp_path / "me", cfg=cfg)
-    assert res["user_test_before"] <= 0.5 < res["user_test_after"]
-    assert res["corpus_test_after"] >= res["corpus_test_before"] - 0.01
+    # shorter than the default, same recipe; first without the averaging with the base: a
+    # real gain. The user's tones sit between the corpus's, and the default average with the
+    # base gives back the gain on 6 takes here (on voices it keeps most of it, measured by
+    # tools/personal_demo.py): with it, no loss on either side.
+    for keep in (0.0, PersonalConfig.keep):
+        cfg = PersonalConfig(epochs=5, mix_per_label=24, keep=keep)
+        base = tmp_path / "base" / "finetuned.pt"
+        res = personal_finetune(voice, base, tmp_path / f"me{keep}", cfg=cfg)
+        if keep == 0:
+            assert res["user_test_before"] <= 0.5 < res["user_test_after"], res
+        assert res["user_test_after"] >= res["user_test_before"], res
+        assert res["corpus_test_after"] >= res["corpus_test_before"] - 0.01
+
+
+def test_personal_demo_chain(tmp_path):
+    """tools/personal_demo.py, the issue's end-to-end loop, on tones and session files (the
+    microphone path is tests/test_record.py and test_listen.py's): record, listen --check
+    --save, the personal finetune, export, the second check and the four verifies all run
+    and their figures land in demo.json."""
+    from test_listen import load_tool
+
+    tool = load_tool("personal_demo")
+    corpus = make_tone_dataset(tmp_path / "corpus", clips_per_speaker=1)
+    base = random_base(tmp_path / "base.pt", corpus)
+    out = tmp_path / "demo"
+    r = tool.run_demo(base, out, ["low", "high"], lambda lab, rng: tone_clip(USER_TONES[lab], rng),
+                      takes=5, check_count=2, source="file", window=1.5,
+                      finetune_args=["--epochs", "1"], log=lambda line: None)  # fmt: skip
+    assert r == json.loads((out / "demo.json").read_text())
+    assert r["record"]["counts"] == {"low": 5, "high": 5} and r["record"]["ended"] == "done"
+    assert r["finetune"]["user_clips"] == {"train": 6, "val": 2, "test": 2}
+    assert r["user_heldout_clips"] == 4 and r["check_trials"] == 4  # the saved check takes
+    assert r["corpus_test_clips"] == len(load_dataset(corpus).split("test"))
+    for key in ("user_heldout", "check", "corpus_test"):
+        assert 0.0 <= r[f"{key}_before"] <= 1.0 and 0.0 <= r[f"{key}_after"] <= 1.0
+    assert [c.split()[1] for c in r["commands"]] == [
+        "export", "record", "listen", "finetune", "export", "listen",
+        "verify", "verify", "verify", "verify",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (out / "heldout" / "low").iterdir()) == [
+        "joe_nohash_0.wav", "joe_nohash_1.wav"]  # fmt: skip

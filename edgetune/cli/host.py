@@ -169,7 +169,8 @@ def _personal(ctx, data, base, out, mix, as_json) -> None:
 
     if not as_json:
         click.echo(f"personal recipe for {data}: strong augmentation, early blocks frozen, "
-                   f"{cfg.epochs} epochs, {cfg.mix_per_label} corpus clips per label mixed in")
+                   f"{cfg.epochs} epochs, {cfg.mix_per_label} corpus clips per label mixed in, "
+                   f"weights averaged with the base's ({cfg.keep:g} base)")
     r = personal_finetune(data, base, out, mix=mix, cfg=cfg, command=_command_line(),
                           progress=progress_enabled(), on_epoch=show)
     if as_json:
