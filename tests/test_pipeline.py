@@ -5,6 +5,7 @@ carry-over, metadata round trip, refusal of bare ONNX, int8 graphs really int8."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -146,6 +147,18 @@ def test_compress_prunes_and_quantizes(run, compressed):
     assert qat["quant"]["scheme"] == "qdq-int8" and qat["meta"]["parent"]["stage"] == "pruned"
     assert stages["int8"]["int8_bytes"] * 4 < stages["finetuned"]["fp32_bytes"]
     assert json.loads((run / "stages.json").read_text()) == compressed["stages"]
+    # pruning recovery and QAT train with the augmentation the model was fine-tuned with
+    tuned = load_checkpoint(run / "finetuned.pt")["meta"]["recipe"]["augment"]
+    assert qat["meta"]["recipe"]["augment"] == tuned
+
+
+def test_compress_reads_the_finetune_augmentation():
+    from edgetune.compress.pipeline import finetune_augment
+    from edgetune.data.augment import AugmentConfig
+
+    light = dataclasses.asdict(AugmentConfig.light())
+    assert finetune_augment({"meta": {"recipe": {"augment": light}}}) == AugmentConfig.light()
+    assert finetune_augment({"meta": {"recipe": None}}) is None  # a shipped base or a merge
 
 
 def test_export_fp32_and_int8_then_verify(run, data, compressed):

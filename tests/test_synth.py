@@ -118,6 +118,24 @@ def test_unknown_pool_excludes_targets():
     assert C.UNKNOWN not in labels and set(C.UNKNOWN_WORDS) <= labels and set(C.VOWELS) <= labels
 
 
+def test_more_unknown_clips_extend_the_corpus_in_place():
+    # --unknown-clips on an existing corpus adds `_unknown_` clips and keeps every one there
+    voices = {"espeak": get_engine("espeak").voices(np.random.default_rng(0), 5)}
+    small, big = (C.plan_corpus("commands", 4, 0, voices, unknown_clips=n) for n in (4, 12))
+    assert sum(p.label == C.UNKNOWN for p in big) == 12
+    assert {p.relpath for p in small} < {p.relpath for p in big}
+
+
+def test_unknown_clips_refused_for_instruments(tmp_path):
+    from click.testing import CliRunner
+
+    from edgetune.cli import cli
+
+    out = CliRunner().invoke(cli, ["data", "synth", "--task", "instruments", "--unknown-clips", "5",
+                                    "--out", str(tmp_path / "x")])
+    assert out.exit_code == 1 and "no `_unknown_` class" in out.output
+
+
 def test_missing_engine_is_skipped_with_one_warning(monkeypatch, capsys):
     monkeypatch.setitem(engines._MODULES, "piper", ("edgetune_no_such_module_xyz",))
     monkeypatch.setitem(engines._PROGRAMS, "flite", ("edgetune-no-such-program",))

@@ -39,6 +39,9 @@ def check(source: str, as_json: bool) -> None:
               default="commands", show_default=True,
               help="Spoken words, or instrument families (notes and phrases from a SoundFont).")
 @click.option("--clips-per-word", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--unknown-clips", type=click.IntRange(1),
+              help="Clips of other words for `_unknown_` [default: --clips-per-word]; it holds "
+                   "dozens of words, so a larger share helps it be recognised.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
 @click.option("--engines", default=None,
@@ -48,7 +51,7 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)
-def synth(out, task, clips_per_word, seed, workers, engines, soundfont, as_json) -> None:
+def synth(out, task, clips_per_word, unknown_clips, seed, workers, engines, soundfont, as_json) -> None:
     """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout.
 
     Re-running completes or reuses what is there."""
@@ -57,7 +60,8 @@ def synth(out, task, clips_per_word, seed, workers, engines, soundfont, as_json)
 
     out = out or str(corpus_dir(task))
     summary = build_corpus(out, task, clips_per_word=clips_per_word, seed=seed, workers=workers,
-                           engines=engines or DEFAULT_ENGINES, progress=progress_enabled(), soundfont=soundfont)
+                           engines=engines or DEFAULT_ENGINES, progress=progress_enabled(), soundfont=soundfont,
+                           unknown_clips=unknown_clips)
     if as_json:
         echo_json(summary)
     else:

@@ -240,6 +240,8 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     if task == "instruments":
         from edgetune.data.synth.instruments import build_instruments
 
+        if unknown_clips is not None:
+            raise DataError("the instruments task has no `_unknown_` class; drop --unknown-clips")
         return build_instruments(out_dir, clips_per_word, seed, workers, soundfont, progress, noise)
     if soundfont is not None:
         raise DataError("a SoundFont renders the instruments task only; use --task instruments")
