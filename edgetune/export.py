@@ -219,7 +219,7 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
                                 for i in range(0, len(features), 256)]).numpy()
     slices = slices or [(0, ref_logits.shape[1])]
     agree = [(ort_logits[:, a:b].argmax(1) == ref_logits[:, a:b].argmax(1)).mean() for a, b in slices]
-    out = {"n": int(len(features)),
+    out = {"n": len(features),
            "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),
            "top1_agreement": float(min(agree))}
     if targets is not None and len(targets):

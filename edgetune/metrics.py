@@ -29,7 +29,7 @@ def classification_report(y_true, y_pred, labels: list[str]) -> dict:
               "predicted": int(predicted[i])}
         for i, lab in enumerate(labels)
     }
-    n = int(len(y_true))
+    n = len(y_true)
     return {
         "accuracy": float(tp.sum() / n) if n else None,
         "n": n,

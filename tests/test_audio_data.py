@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import tone_clip
 
 from edgetune.audio import load_audio, write_audio
 from edgetune.cli import cli
 from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset, which_split
 from edgetune.errors import AudioError, DataError
 from edgetune.frontend import FrontEnd
-
-from conftest import tone_clip
 
 RATE = 16000
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_tone_dataset
 
 from edgetune.cli import cli
 from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-from conftest import make_tone_dataset
 
 LOW = {"low": 300.0, "mid": 900.0}
 HIGH = {"bright": 2500.0, "shrill": 4000.0, "top": 6000.0}

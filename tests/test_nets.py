@@ -17,7 +17,6 @@ from edgetune.nets import (
     describe,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

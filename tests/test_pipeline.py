@@ -11,11 +11,10 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_tone_dataset
 
 from edgetune.cli import cli
 from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-from conftest import make_tone_dataset
 
 
 def invoke(*args):
@@ -70,8 +69,8 @@ def test_evaluate_checkpoint(run, data, tmp_path):
 
 
 def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
-    from edgetune.train import finetune as ft
     from edgetune.data.augment import AugmentConfig
+    from edgetune.train import finetune as ft
     from edgetune.train.loop import TrainConfig, Trainer
 
     cfg = TrainConfig(epochs=3, batch_size=32, lr=5e-3, augment=AugmentConfig(reverb_prob=0.0))

@@ -17,7 +17,6 @@ from edgetune.compress.prune import (
 from edgetune.errors import ModelError
 from edgetune.nets import SubSpectralNorm, count_macs, count_params, create_model
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -18,7 +18,7 @@ import torch
 
 from edgetune.frontend import FrontEnd
 from edgetune.nets import available_models, count_params, create_model
-from edgetune.train.loop import Split, Trainer, TrainConfig
+from edgetune.train.loop import Split, TrainConfig, Trainer
 
 
 def bench_model(name: str, device: str, steps: int, batch_size: int) -> dict:

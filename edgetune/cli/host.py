@@ -237,7 +237,8 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
     if _relaunched(nproc):
         return
-    from edgetune.compress.pipeline import CompressConfig, compress as run, format_stages
+    from edgetune.compress.pipeline import CompressConfig, format_stages
+    from edgetune.compress.pipeline import compress as run
 
     if profile:
         from edgetune.runtime.devices import get_profile
@@ -304,7 +305,8 @@ def export(checkpoint, as_onnx, out, data, profile, as_json) -> None:
 def quickstart(task, out, clips_per_word, epochs, stream_minutes, device_profile, device, base, as_json):
     """The whole pipeline on the built-in corpus: corpus, finetune, compress, export, verify,
     stream, bench, report. Re-running reuses finished stages."""
-    from edgetune.quickstart import QuickstartConfig, quickstart as run
+    from edgetune.quickstart import QuickstartConfig
+    from edgetune.quickstart import quickstart as run
 
     cfg = QuickstartConfig(task=task, out=Path(out), clips_per_word=clips_per_word, epochs=epochs,
                            stream_minutes=stream_minutes, device_profile=device_profile, device=device)

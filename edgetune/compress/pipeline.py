@@ -25,12 +25,17 @@ from edgetune.data.augment import AugmentConfig
 from edgetune.errors import EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd
-from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
-                                       model_from_checkpoint, save_checkpoint)
-from edgetune.train import distributed
 from edgetune.nets.multihead import head_slices
+from edgetune.train import distributed
+from edgetune.train.checkpoint import (
+    lineage_link,
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from edgetune.train.loop import TrainConfig, Trainer, accuracy, features_of, predict, resolve_device
 from edgetune.train.merge import checkpoint_tensors
-from edgetune.train.loop import Trainer, TrainConfig, accuracy, features_of, predict, resolve_device
 
 PRUNED, QAT = "pruned.pt", "qat.pt"
 

@@ -35,7 +35,10 @@ class QATModel(nn.Module):
         self.arch, self.arch_config = arch, dict(arch_config)
 
     def train(self, mode: bool = True):
-        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+        from torchao.quantization.pt2e import (
+            move_exported_model_to_eval,
+            move_exported_model_to_train,
+        )
 
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
         self.training = mode
@@ -61,8 +64,8 @@ def count_fake_quant(graph: nn.Module) -> int:
 
 
 def prepare_qat(model: nn.Module, n_frames: int, n_mels: int) -> QATModel:
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_qat=True))

@@ -18,11 +18,24 @@ from edgetune.data.dataset import ClipLoader, Dataset, dataset_frontend, load_da
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd
-from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
-                                       model_from_checkpoint, save_checkpoint)
 from edgetune.train import distributed
-from edgetune.train.loop import (Split, Trainer, TrainConfig, accuracy, features_of, predict,
-                                  resolve_device, use_all_cores)
+from edgetune.train.checkpoint import (
+    lineage_link,
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from edgetune.train.loop import (
+    Split,
+    TrainConfig,
+    Trainer,
+    accuracy,
+    features_of,
+    predict,
+    resolve_device,
+    use_all_cores,
+)
 
 TRAIN_STATE = "train_state.pt"
 

@@ -12,18 +12,18 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from edgetune.data.augment import AugmentConfig, Augmenter
-from edgetune.train import distributed
 from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import head_slices
+from edgetune.train import distributed
 from edgetune.train.features import LogMel
 
 
@@ -50,7 +50,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         aug = d.pop("augment", None)
         return cls(**d, augment=AugmentConfig(**aug) if aug else AugmentConfig())

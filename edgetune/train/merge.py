@@ -25,9 +25,22 @@ from torch import nn
 from edgetune.errors import EdgetuneError
 from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import ARCH, split_config
-from edgetune.train.checkpoint import (lineage_link, load_checkpoint, make_checkpoint,
-                                       model_from_checkpoint, save_checkpoint)
-from edgetune.train.loop import Split, Trainer, TrainConfig, accuracy, features_of, predict, use_all_cores
+from edgetune.train.checkpoint import (
+    lineage_link,
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from edgetune.train.loop import (
+    Split,
+    TrainConfig,
+    Trainer,
+    accuracy,
+    features_of,
+    predict,
+    use_all_cores,
+)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 

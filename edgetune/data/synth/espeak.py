@@ -26,6 +26,7 @@ import pickle
 import struct
 
 import numpy as np
+
 from edgetune.data.synth.process import PerProcess
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
