@@ -56,13 +56,12 @@ class CompressConfig:
     max_drop: float | None = 0.01
     device: str = "auto"
     seed: int = 0
-    augment: AugmentConfig | None = None  # None: the fine-tune run's own
+    augment: AugmentConfig | None = None  # None: the fine-tune run's own, else the default
 
 
 def _train_cfg(cc: CompressConfig, epochs: int, lr: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, batch_size=cc.batch_size, warmup_epochs=0.5,
-                       distill_alpha=0.7, device=cc.device, seed=cc.seed,
-                       augment=cc.augment or AugmentConfig())
+                       distill_alpha=0.7, device=cc.device, seed=cc.seed, augment=cc.augment)
 
 
 def finetune_augment(ckpt: dict) -> AugmentConfig | None:
@@ -128,8 +127,8 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     ckpt = load_checkpoint(checkpoint)
     if ckpt.get("quant"):
         raise EdgetuneError(f"{checkpoint}: already quantized; compress the fine-tuned checkpoint")
-    if cc.augment is None:
-        cc = dataclasses.replace(cc, augment=finetune_augment(ckpt))
+    if cc.augment is None:  # resolved here, so the recipe records what was used
+        cc = dataclasses.replace(cc, augment=finetune_augment(ckpt) or AugmentConfig())
     out = Path(out) if out else checkpoint.parent
     fe = FrontEnd.from_dict(ckpt["frontend"])
     try:
