@@ -83,6 +83,32 @@ def test_distilled_merge_has_one_trunk(distilled):
     assert set(result["test_accuracy"]) == {"low", "high"}
 
 
+def test_distilled_student_shares_the_first_blocks_and_starts_each_head_from_its_teacher(models):
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.merge import distil_student
+
+    ckpts = [load_checkpoint(models / n / "finetuned.pt") for n in ("low", "high")]
+    student = distil_student(ckpts, ["low", "high"], FrontEnd.from_dict(ckpts[0]["frontend"]), shared=3)
+    low, high = student.nets
+    assert student.shared == 3 and all(low.blocks[j] is high.blocks[j] for j in range(3))
+    assert low.blocks[3] is not high.blocks[3]
+    for net, ckpt in ((low, ckpts[0]), (high, ckpts[1])):
+        state = net.state_dict()
+        for k in ("blocks.3.pw.weight", "blocks.4.pw.weight", "classifier.weight"):
+            assert torch.equal(state[k], ckpt["state_dict"][k]), k
+        assert torch.equal(state["blocks.2.pw.weight"], ckpts[0]["state_dict"]["blocks.2.pw.weight"])
+
+
+def test_merge_says_when_shared_does_not_apply(models, tmp_path):
+    r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
+               "--out", tmp_path / "m.pt", "--shared", 3)
+    assert r.exit_code != 0 and "--distill" in r.output and "Traceback" not in r.output
+    r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
+               "--out", tmp_path / "m.pt", "--distill", "--shared", 9)
+    assert r.exit_code != 0 and "share 1 to 5" in r.output
+    assert not (tmp_path / "m.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def merged_onnx(exact):
     """The exact merge (shared trunk, a block of its own per head) through compress and int8

@@ -76,6 +76,16 @@ def test_vowels_are_plain_vowels():
     assert len(effects.trim(effects.resample_speed(audio, rate))) > 0.15 * 16000
 
 
+def test_trim_keeps_weak_consonants():
+    """A closing consonant 40 dB under the vowel (the /f/ of "off") is part of the word."""
+    rng = np.random.default_rng(0)
+    vowel = np.sin(2 * np.pi * 200 * np.arange(4000) / 16000).astype(np.float32) * 0.5
+    fricative = rng.standard_normal(1600).astype(np.float32) * 0.5 * 10 ** (-40 / 20)
+    silence = np.zeros(2000, np.float32)
+    t = effects.trim(np.concatenate([silence, vowel, fricative, silence]))
+    assert len(vowel) + len(fricative) <= len(t) <= len(vowel) + len(fricative) + 2 * 160 + 320
+
+
 def test_effects_keep_the_word_whole():
     rng = np.random.default_rng(0)
     word = np.zeros(16000 // 2, np.float32)

@@ -89,16 +89,19 @@ def link_known_clips(target: Path, others: list[Path], relpaths: list[str]) -> i
 
 def build(work: Path, task: str, size: int, mix: str, seed: int, workers: int) -> tuple[Path, dict]:
     from edgetune.data.synth import corpus as C
+    from edgetune.data.synth.effects import WORD_TRIM_DB
     from edgetune.data.synth.engines import available_engines, parse_engine_weights
 
-    out = work / "corpus" / f"{task}-s{seed}-n{size}-{mix_slug(mix)}"
+    # the trim level is in the name: clips rendered under another one are not the same clips
+    prefix = f"{task}-s{seed}-t{WORD_TRIM_DB:g}"
+    out = work / "corpus" / f"{prefix}-n{size}-{mix_slug(mix)}"
     requested = parse_engine_weights(mix)
     names = available_engines(requested)
     if names:  # link what sibling corpora rendered, then let build_corpus make the rest
         total = sum(requested[n] for n in names)
         voices = C.voice_identities(seed, names)
         plans = C.plan_corpus(task, size, seed, voices, weights={n: requested[n] / total for n in names})
-        siblings = [p for p in (work / "corpus").glob(f"{task}-s{seed}-*") if p != out]
+        siblings = [p for p in (work / "corpus").glob(f"{prefix}-*") if p != out]
         link_known_clips(out, siblings, [p.relpath for p in plans])
     summary = C.build_corpus(out, task, clips_per_word=size, seed=seed, workers=workers, engines=mix,
                              progress=sys.stderr.isatty())

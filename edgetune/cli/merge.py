@@ -30,6 +30,8 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
               help="A head's dataset, where its model's recorded one moved (repeatable).")
 @click.option("--distill", is_flag=True, help="Distil into one shared trunk even when the models "
                                               "share early blocks exactly.")
+@click.option("--shared", type=click.IntRange(1), help="Blocks the distilled student shares; each head "
+              "keeps its own copy of the rest, started from its teacher [default: all].")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float)
@@ -37,7 +39,8 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
-def merge(checkpoints, out, names, data, distill, epochs, batch_size, lr, device, seed, nproc, as_json) -> None:
+def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr, device, seed, nproc,
+          as_json) -> None:
     """One model for several tasks: a shared trunk, one head per input model.
 
     Models fine-tuned from one base with their first blocks frozen share those blocks
@@ -51,7 +54,7 @@ def merge(checkpoints, out, names, data, distill, epochs, batch_size, lr, device
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, distill_alpha=0.7, device=device, seed=seed)
     result = run(list(checkpoints), out, names=names.split(",") if names else None,
-                 data=_data_overrides(data), distill=distill, cfg=cfg, command=_command_line(),
+                 data=_data_overrides(data), distill=distill, shared=shared, cfg=cfg, command=_command_line(),
                  progress=progress_enabled())
     if _quiet_unless_main():
         return

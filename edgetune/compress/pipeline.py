@@ -82,6 +82,8 @@ def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
         p = step_budgets(count_params(model), cc.target_params, cc.steps) if cc.target_params else [None] * cc.steps
         m = step_budgets(count_macs(model, shape), cc.target_macs, cc.steps) if cc.target_macs else [None] * cc.steps
         return [{"target_params": a, "target_macs": b} for a, b in zip(p, m)]
+    if not cc.ratio:  # quantize only: no pruning round, no recovery training
+        return []
     return [{"ratio": r} for r in step_ratios(cc.ratio, cc.steps)]
 
 

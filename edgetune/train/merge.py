@@ -5,10 +5,11 @@ Two ways, chosen by what the models share:
   blocks equal bit for bit; they become the shared trunk, and each head keeps its
   own remaining blocks and classifier. Nothing is trained; every head answers
   exactly as its own model did.
-- distilled: otherwise (or with `distill=True`), a student with one trunk (all
-  blocks shared) and one classifier per teacher learns on the union of the
-  teachers' data: each head from its teacher's soft labels on every clip, plus
-  the hard labels of its own clips.
+- distilled: otherwise (or with `distill=True`), a student whose first `shared`
+  blocks (default: all) are one trunk, with each head's other blocks and
+  classifier started from its teacher, learns on the union of the teachers'
+  data: each head from its teacher's soft labels on every clip, plus the hard
+  labels of its own clips. It trains with the teachers' own augmentation.
 
 The merged checkpoint lists its heads (`heads`: name and labels each); its
 `labels` are the heads' labels side by side, the model's output columns.
@@ -16,6 +17,7 @@ The merged checkpoint lists its heads (`heads`: name and labels each); its
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -120,14 +122,34 @@ def exact_merge(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) 
     return model.eval()
 
 
-def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd) -> nn.Module:
-    """All blocks shared, started from the first model; each classifier from its teacher."""
-    first = model_from_checkpoint(ckpts[0])
-    student = multihead_like(ckpts, names, len(first.blocks), fe)
-    trunk = {k: v for k, v in ckpts[0]["state_dict"].items() if not k.startswith("classifier.")}
+def n_blocks_of(ckpt: dict) -> int:
+    return len(model_from_checkpoint(ckpt).blocks)
+
+
+def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int) -> nn.Module:
+    """The first `shared` blocks from the first model, one trunk for all heads; each head's
+    other blocks from its own teacher where it has the same architecture (else from the
+    first model), and its classifier from its teacher."""
+    student = multihead_like(ckpts, names, shared, fe)
+    first = ckpts[0]
     for net, c in zip(student.nets, ckpts):
-        net.load_state_dict({**trunk, **{k: v for k, v in c["state_dict"].items() if k.startswith("classifier.")}})
+        same = c["arch"] == first["arch"] and c["arch_config"] == first["arch_config"]
+        state = {}
+        for k, v in first["state_dict"].items():
+            block = k.split(".")[1] if k.startswith("blocks.") else None
+            own = k.startswith("classifier.") or (block is not None and int(block) >= shared and same)
+            state[k] = c["state_dict"][k] if own else v
+        net.load_state_dict(state)
     return student
+
+
+def teachers_augment(ckpts: list[dict]):
+    """The augmentation the teachers were fine-tuned with, when they agree (else the default)."""
+    from edgetune.compress.pipeline import finetune_augment
+    from edgetune.data.augment import AugmentConfig
+
+    augments = [finetune_augment(c) for c in ckpts]
+    return augments[0] if augments[0] and all(a == augments[0] for a in augments) else AugmentConfig()
 
 
 def union_tensors(sources: list[str | Path], label_sets: list[list[str]], fe: FrontEnd,
@@ -185,8 +207,8 @@ def per_head_accuracy(logits: torch.Tensor, targets: torch.Tensor, heads: list[d
 
 
 def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | None = None,
-          data: dict[str, str] | None = None, distill: bool = False, cfg: TrainConfig | None = None,
-          command: str = "", progress: bool = False) -> dict:
+          data: dict[str, str] | None = None, distill: bool = False, shared: int | None = None,
+          cfg: TrainConfig | None = None, command: str = "", progress: bool = False) -> dict:
     paths = [Path(p) for p in checkpoints]
     ckpts = [load_checkpoint(p) for p in paths]
     fe = check_mergeable(ckpts, paths)
@@ -197,16 +219,25 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
         raise EdgetuneError(f"--data names {sorted(unknown)} match no head; heads: {', '.join(names)}")
     heads = [{"name": n, "labels": list(c["labels"]),
               "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
-    shared = shared_prefix(ckpts)
+    exact = shared_prefix(ckpts)
+    distill = distill or not exact
+    if shared is not None and not distill:
+        raise EdgetuneError(f"the models share their first {exact} blocks exactly, so nothing is trained "
+                            "and --shared does not apply; add --distill to distil a student instead")
+    n_blocks = n_blocks_of(ckpts[0])
+    shared = n_blocks if shared is None else shared
+    if not 1 <= shared <= n_blocks:
+        raise EdgetuneError(f"--shared {shared}: the models have {n_blocks} blocks; share 1 to {n_blocks}")
     use_all_cores()
     tensors = union_tensors([h["data"] for h in heads], [h["labels"] for h in heads], fe, progress)
     teachers = Teachers([model_from_checkpoint(c).eval() for c in ckpts])
-    cfg = cfg or TrainConfig(epochs=10, lr=2e-3, distill_alpha=0.7)
-    if shared and not distill:
-        model, how, history = exact_merge(ckpts, names, shared, fe), "exact", []
+    cfg = dataclasses.replace(cfg or TrainConfig(epochs=10, lr=2e-3, distill_alpha=0.7),
+                              augment=teachers_augment(ckpts))
+    if not distill:
+        model, how, history = exact_merge(ckpts, names, exact, fe), "exact", []
     else:
-        trainer = Trainer(distil_student(ckpts, names, fe), fe, tensors.train, tensors.val, cfg, tensors.noise,
-                          teacher=teachers, progress=progress)
+        trainer = Trainer(distil_student(ckpts, names, fe, shared), fe, tensors.train, tensors.val, cfg,
+                          tensors.noise, teacher=teachers, progress=progress)
         model, how, history = trainer.run(), "distilled", trainer.history
 
     test_feats = features_of(fe, tensors.test.clips, torch.device("cpu"))

@@ -354,7 +354,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
             "kokoro": "Kokoro-82M int8 fed eSpeak IPA (misaki alphabet); per identity a Dirichlet(0.5) blend of "
                       "its 5 styles, speed 0.85-1.15, formant warp 0.80-1.10 (duration kept); per utterance "
                       "blend jitter (lognormal 0.2), speed x0.92-1.08 (/1.5 for vowels)",
-            "effects": "speed/formant 0.85-1.15 (resample); trim -30 dB; EQ (1/6 telephone 8 kHz); "
+            "effects": f"speed/formant 0.85-1.15 (resample); trim -{effects.WORD_TRIM_DB:g} dB; EQ (1/6 telephone 8 kHz); "
                        "reverb p=0.5 rt60 0.1-0.6 s; RMS -34..-14 dBFS; onset beta(1.6,1.6) with 20 ms margins; "
                        "pink floor -78..-58 dBFS; no time-stretch",
         },

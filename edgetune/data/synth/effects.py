@@ -26,7 +26,13 @@ def resample_speed(audio: np.ndarray, rate: float, speed: float = 1.0, sr_out: i
     return soxr.resample(audio, src, sr_out, quality="HQ").astype(np.float32)
 
 
-def trim(audio: np.ndarray, sr: int = SR, top_db: float = 30.0, frame_ms: float = 10.0,
+# Engines render clean audio, so trimming need only remove their digital silence. Weak
+# consonants sit 30-45 dB under the vowel (the /f/ of "off", the released /p/ of "up"):
+# trimming at -30 dB cut them, and "up" and "off" became their bare vowels.
+WORD_TRIM_DB = 50.0
+
+
+def trim(audio: np.ndarray, sr: int = SR, top_db: float = WORD_TRIM_DB, frame_ms: float = 10.0,
          pad_ms: float = 10.0) -> np.ndarray:
     """Cut leading/trailing parts quieter than `top_db` below the loudest 10 ms frame."""
     audio = np.asarray(audio, np.float32)
@@ -43,10 +49,6 @@ def trim(audio: np.ndarray, sr: int = SR, top_db: float = 30.0, frame_ms: float 
     start = max(0, loud[0] * f - pad)
     end = min(len(audio), (loud[-1] + 1) * f + pad)
     return audio[start:end]
-
-
-def active_seconds(audio: np.ndarray, sr: int = SR, top_db: float = 30.0) -> float:
-    return len(trim(audio, sr, top_db, pad_ms=0.0)) / sr
 
 
 # ---------------------------------------------------------------------------- colour
