@@ -210,3 +210,20 @@ def test_average_states_means_floats_and_keeps_counts():
     avg = average_states([a, b])
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 5
 
+
+
+def test_merged_models_are_compressed_with_their_heads_augmentation():
+    from edgetune.compress.pipeline import finetune_augment
+    from edgetune.data.augment import AugmentConfig
+    from edgetune.train.merge import teachers_augment
+
+    light, default = AugmentConfig.light(), AugmentConfig()
+
+    def ckpt(recipe):
+        return {"meta": {"recipe": recipe}}
+
+    assert teachers_augment([ckpt({"augment": light.to_dict()})] * 3) == light
+    assert teachers_augment([ckpt({"augment": light.to_dict()}), ckpt({"augment": default.to_dict()})]) == default
+    assert finetune_augment(ckpt({"merge": "distilled", "train": {"augment": light.to_dict()}})) == light
+    assert finetune_augment(ckpt({"merge": "exact", "augment": light.to_dict()})) == light
+    assert finetune_augment(ckpt({})) is None

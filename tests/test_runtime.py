@@ -700,6 +700,7 @@ def test_stream_eval_scoring_rules():
     assert r["correct_pct"] == pytest.approx(100 / 3) and r["false_positive_pct"] == pytest.approx(
         100.0
     )
+    assert r["correct_pct_per_label"] == {"high": 0.0, "low": 100.0, "mid": 0.0}
 
 
 def test_bench_runtime_tool(model_path, workdir):

@@ -65,11 +65,12 @@ def _train_cfg(cc: CompressConfig, epochs: int, lr: float) -> TrainConfig:
 
 
 def finetune_augment(ckpt: dict) -> AugmentConfig | None:
-    """The augmentation a checkpoint was trained with, if its recipe records one."""
+    """The augmentation a checkpoint was trained with, if its recipe records one (a merge
+    records its training under `train`)."""
     recipe = ckpt["meta"].get("recipe") or {}
     try:
-        return AugmentConfig(**recipe["augment"])
-    except (KeyError, TypeError):  # no recipe (a shipped base, a merge) or another shape
+        return AugmentConfig(**(recipe.get("augment") or recipe["train"]["augment"]))
+    except (KeyError, TypeError):  # no recipe (a shipped base) or another shape
         return None
 
 

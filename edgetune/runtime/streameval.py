@@ -230,7 +230,7 @@ def score_detections(
     tol = tolerance_ms / 1000.0
     claimed = [False] * len(truth)
     correct = wrong = fa = 0
-    latencies, from_onset = [], []
+    latencies, from_onset, correct_words = [], [], []
     onsets = np.array([w.onset_s for w in truth])
     for det in sorted(detections, key=lambda d: d.time_s):
         hit = None
@@ -248,12 +248,19 @@ def score_detections(
         claimed[hit] = True
         if truth[hit].label == det.label:
             correct += 1
+            correct_words.append(truth[hit])
             latencies.append(det.time_s - truth[hit].offset_s)
             from_onset.append(det.time_s - truth[hit].onset_s)
         else:
             wrong += 1
     n_words = sum(w.label in targets for w in truth)
     rejects = sum(1 for j, w in enumerate(truth) if w.label in targets and not claimed[j])
+    per_label = {lab: {"words": 0, "correct": 0} for lab in sorted(targets)}
+    for w in truth:
+        if w.label in per_label:
+            per_label[w.label]["words"] += 1
+    for w in correct_words:
+        per_label[w.label]["correct"] += 1
     hours = audio_seconds / 3600.0
     pct = (lambda x: 100.0 * x / n_words) if n_words else (lambda x: None)
     return {
@@ -273,6 +280,9 @@ def score_detections(
         "latency_ms_mean": 1000.0 * float(np.mean(latencies)) if latencies else None,
         "latency_from_onset_ms_mean": 1000.0 * float(np.mean(from_onset)) if from_onset else None,
         "audio_seconds": audio_seconds,
+        "correct_pct_per_label": {
+            lab: round(100.0 * c["correct"] / c["words"], 1) for lab, c in per_label.items() if c["words"]
+        },
     }
 
 
@@ -434,5 +444,6 @@ def format_eval(r: dict) -> str:
                 f"latency    {f(r['latency_ms_mean'])} ms after word end, {f(r['latency_from_onset_ms_mean'])} ms after its "
                 "onset (mean of correct detections)"
             ),
+            "per word   " + "  ".join(f"{lab} {pct:.0f}%" for lab, pct in r["correct_pct_per_label"].items()),
         ]
     )

@@ -249,7 +249,8 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
         model, labels=labels, frontend=fe, stage="finetuned", parent=lineage_link(paths[0], ckpts[0]),
         data={"source": [h["data"] for h in heads]},
         recipe={"command": command, "merge": how, "shared_blocks": model.shared,
-                **({"train": cfg.to_dict()} if how == "distilled" else {})},
+                # what compress trains with: the heads' own augmentation
+                **({"train": cfg.to_dict()} if how == "distilled" else {"augment": cfg.augment.to_dict()})},
         metrics={"test_accuracy_per_head": merged_acc, "own_model_test_accuracy": own_acc},
         extra_meta={"merged_from": [lineage_link(p, c) for p, c in zip(paths, ckpts)]},
         heads=[{"name": h["name"], "labels": h["labels"]} for h in heads])
