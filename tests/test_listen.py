@@ -85,7 +85,10 @@ def test_ctrl_c_prints_summary(model, stream_wav):
         text=True,
         cwd=REPO,
     )
-    time.sleep(3.0)  # real-time playback: about 2.5 s of audio heard
+    # on a busy machine start-up alone can take seconds: interrupt once playback has begun
+    while "listening on" not in (line := p.stderr.readline()):
+        assert line, "listen ended without starting playback"
+    time.sleep(1.5)  # real-time playback: about 1.5 s of audio heard
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err

@@ -427,7 +427,9 @@ def listen_cmd(
         click.echo(f"listening on {source} (Ctrl-C to stop)", err=True)
 
     if file_:
-        summary = L.listen_file(engine, file_, fast=fast, on_detection=show, seconds=seconds)
+        summary = L.listen_file(
+            engine, file_, fast=fast, on_detection=show, seconds=seconds, on_ready=ready
+        )
     elif stdin == "-":
         summary = L.listen_pcm(
             engine, L.read_stdin(), rate=rate, on_detection=show, seconds=seconds

@@ -93,9 +93,10 @@ def listen_file(
     fast: bool = False,
     on_detection: OnDetection | None = None,
     seconds: float | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> ListenSummary:
     """Play a file (its first `seconds`) through the engine in hop-sized chunks;
-    in real time unless `fast`."""
+    in real time unless `fast`. `on_ready(path)` is called as playback starts."""
     fe = engine.rec.frontend
     audio = load_audio(path, fe.sample_rate, max_seconds=MAX_LONG_SECONDS)
     if seconds is not None:
@@ -104,6 +105,8 @@ def listen_file(
     summary = ListenSummary(source=str(path))
     wall0 = time.perf_counter()
     try:
+        if on_ready is not None:
+            on_ready(str(path))
         for i in range(0, len(audio), hop):
             if not fast:
                 delay = wall0 + i / fe.sample_rate - time.perf_counter()
