@@ -26,6 +26,7 @@ import itertools
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,12 +256,8 @@ def score_detections(
             wrong += 1
     n_words = sum(w.label in targets for w in truth)
     rejects = sum(1 for j, w in enumerate(truth) if w.label in targets and not claimed[j])
-    per_label = {lab: {"words": 0, "correct": 0} for lab in sorted(targets)}
-    for w in truth:
-        if w.label in per_label:
-            per_label[w.label]["words"] += 1
-    for w in correct_words:
-        per_label[w.label]["correct"] += 1
+    words_per_label = Counter(w.label for w in truth if w.label in targets)
+    correct_per_label = Counter(w.label for w in correct_words)
     hours = audio_seconds / 3600.0
     pct = (lambda x: 100.0 * x / n_words) if n_words else (lambda x: None)
     return {
@@ -281,7 +278,7 @@ def score_detections(
         "latency_from_onset_ms_mean": 1000.0 * float(np.mean(from_onset)) if from_onset else None,
         "audio_seconds": audio_seconds,
         "correct_pct_per_label": {
-            lab: round(100.0 * c["correct"] / c["words"], 1) for lab, c in per_label.items() if c["words"]
+            lab: round(100.0 * correct_per_label[lab] / n, 1) for lab, n in sorted(words_per_label.items())
         },
     }
 

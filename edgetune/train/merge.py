@@ -94,7 +94,7 @@ def shared_prefix(ckpts: list[dict]) -> int:
     first = ckpts[0]
     if any(c["arch"] != first["arch"] or c["arch_config"] != first["arch_config"] for c in ckpts):
         return 0
-    n_blocks = len(model_from_checkpoint(first).blocks)
+    n_blocks = n_blocks_of(first)
     for j in range(n_blocks):
         prefix = f"blocks.{j}."
         keys = [k for k in first["state_dict"] if k.startswith(prefix)]
