@@ -202,6 +202,12 @@ def _accuracy(logits: np.ndarray, targets: np.ndarray, slices: list[tuple[int, i
     return right / len(targets)
 
 
+def int8_agrees(differ: int, n: int) -> bool:
+    """At least INT8_MIN_AGREEMENT of top-1 answers equal; int8 rounding may flip one
+    borderline clip, which on a small set alone is over 1%."""
+    return differ <= max(1.0, (1 - INT8_MIN_AGREEMENT) * n)
+
+
 def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets: np.ndarray | None,
            precision: str, slices: list[tuple[int, int]] | None = None) -> dict:
     """Compare onnxruntime with torch on the same features."""
@@ -218,10 +224,10 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
         ref_logits = torch.cat([reference(torch.from_numpy(features[i : i + 256]))
                                 for i in range(0, len(features), 256)]).numpy()
     slices = slices or [(0, ref_logits.shape[1])]
-    agree = [(ort_logits[:, a:b].argmax(1) == ref_logits[:, a:b].argmax(1)).mean() for a, b in slices]
+    differ = [int((ort_logits[:, a:b].argmax(1) != ref_logits[:, a:b].argmax(1)).sum()) for a, b in slices]
     out = {"n": len(features),
            "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),
-           "top1_agreement": float(min(agree))}
+           "top1_agreement": 1.0 - max(differ) / max(len(features), 1)}
     if targets is not None and len(targets):
         out["onnx_accuracy"] = _accuracy(ort_logits, targets, slices)
         out["torch_accuracy"] = _accuracy(ref_logits, targets, slices)
@@ -231,7 +237,7 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
         gap = abs(out.get("onnx_accuracy", 0) - out.get("torch_accuracy", 0))
         # on a few hundred clips one clip is more than 0.5 point: allow at least one clip
         allowed = max(INT8_MAX_ACCURACY_GAP, 1.0 / max(len(features), 1) + 1e-9)
-        out["passed"] = out["top1_agreement"] >= INT8_MIN_AGREEMENT and gap <= allowed
+        out["passed"] = int8_agrees(max(differ), len(features)) and gap <= allowed
     return out
 
 

@@ -114,7 +114,7 @@ def merged_onnx(exact):
     """The exact merge (shared trunk, a block of its own per head) through compress and int8
     export: its heads are the fine-tuned models, trained enough for a stable int8 parity check."""
     out, _ = exact
-    r = invoke("compress", out / "merged.pt", "--steps", 1, "--epochs-per-step", 1, "--qat-epochs", 1,
+    r = invoke("compress", out / "merged.pt", "--steps", 1, "--epochs-per-step", 1, "--qat-epochs", 3,
                "--max-drop", 1.0, "--json")
     assert r.exit_code == 0, r.output
     r = invoke("export", "--onnx", out / "qat.pt", "--json")
@@ -128,6 +128,7 @@ def test_merged_model_compresses_and_exports_one_output_per_head(exact, merged_o
     out, _ = exact
     qat = load_checkpoint(out / "qat.pt")
     assert [h["name"] for h in qat["heads"]] == ["low", "high"]
+    assert qat["meta"]["recipe"]["distilled_from"] == "merged_from"  # the heads' own models
     proto = onnx.load(merged_onnx)
     assert [o.name for o in proto.graph.output] == ["logits_low", "logits_high"]
     assert not any(n.name for n in proto.graph.node)  # compact: no exporter names left
@@ -190,6 +191,31 @@ def test_head_accuracy_answers_each_clip_with_its_own_head():
     assert np.isnan(accuracy(logits[:0], targets[:0]))
 
 
+def test_multi_head_accuracy_weighs_heads_equally():
+    from edgetune.train.loop import accuracy
+
+    # head 0: three clips, all right; head 1: one clip, wrong -> (1 + 0) / 2, not 3 / 4
+    logits = torch.tensor([[9.0, 0, 0, 0]] * 3 + [[0, 0, 9.0, 0]])
+    targets = torch.tensor([0, 0, 0, 3])
+    assert accuracy(logits, targets, [(0, 2), (2, 4)]) == 0.5
+
+
+def test_balanced_order_gives_each_head_an_equal_share_of_the_epoch():
+    from collections import Counter
+
+    from edgetune.train.loop import balanced_order
+
+    targets = torch.tensor([0] * 90 + [2] * 10 + [3] * 20)  # heads: columns 0-1, 2-4
+    order = balanced_order(targets, [(0, 2), (2, 5)], torch.Generator().manual_seed(0))
+    assert len(order) == len(targets)
+    heads = Counter("big" if int(targets[i]) < 2 else "small" for i in order)
+    assert heads == {"big": 60, "small": 60}
+    big = [int(i) for i in order if int(targets[i]) < 2]
+    assert len(set(big)) == 60  # a large task is sampled without repeats
+    small = Counter(int(i) for i in order if int(targets[i]) >= 2)
+    assert set(small) == set(range(90, 120)) and set(small.values()) == {2}  # each drawn twice
+
+
 def test_soup_never_below_best_trial_on_validation(models, tmp_path):
     r = invoke("finetune", "--data", models / "low", "--base", models / "base" / "finetuned.pt", "--out", tmp_path,
                "--epochs", 1, "--batch-size", 16, "--auto", 3, "--soup", "--no-personal", "--json")
@@ -210,6 +236,25 @@ def test_average_states_means_floats_and_keeps_counts():
     avg = average_states([a, b])
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 5
 
+
+
+def test_compress_distils_from_the_merged_model_when_a_teacher_changed(models, exact, tmp_path):
+    import shutil
+
+    from edgetune.compress.pipeline import distillation_teacher
+    from edgetune.train.merge import Teachers
+
+    out, _ = exact
+    ckpt = load_checkpoint(out / "merged.pt")
+    float_model = model_from_checkpoint(ckpt)
+    teacher, how = distillation_teacher(ckpt, float_model, print)
+    assert how == "merged_from" and isinstance(teacher, Teachers)
+    copy = tmp_path / "low.pt"
+    shutil.copy(models / "high" / "finetuned.pt", copy)  # another file at the recorded path
+    ckpt["meta"]["merged_from"][0]["path"] = str(copy)
+    messages = []
+    teacher, how = distillation_teacher(ckpt, float_model, messages.append)
+    assert how == "self" and teacher is float_model and "head low" in messages[0]
 
 
 def test_merged_models_are_compressed_with_their_heads_augmentation():

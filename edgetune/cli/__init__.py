@@ -7,6 +7,8 @@ board that has only the base install.
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from edgetune import __version__
@@ -34,4 +36,8 @@ for module in (_data, _host, _merge, _device, _report):
 
 
 def main() -> None:
+    # torch 2.11 warns from its own pytree code each time a captured (QAT) graph is copied:
+    # nothing a user can act on, printed on every compress and export
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
     cli(prog_name="edgetune")

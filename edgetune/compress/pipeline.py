@@ -74,6 +74,27 @@ def finetune_augment(ckpt: dict) -> AugmentConfig | None:
         return None
 
 
+def distillation_teacher(ckpt: dict, float_model, log):
+    """Whom pruning recovery and QAT learn from. For a merged model: the models it was
+    merged from, each its own head's teacher (better than the merged float model, whose
+    small losses QAT would otherwise copy), when their files are still there unchanged;
+    else the float model itself."""
+    from edgetune.train.checkpoint import sha256_file
+    from edgetune.train.merge import Teachers
+
+    links = ckpt["meta"].get("merged_from") or []
+    if not ckpt.get("heads") or len(links) != len(ckpt["heads"]):
+        return float_model, "self"
+    models = []
+    for link, head in zip(links, ckpt["heads"]):
+        path = Path(link["path"])
+        if not path.exists() or sha256_file(path) != link["sha256"]:
+            log(f"{path} (head {head['name']}) is missing or changed; distilling from the merged model")
+            return float_model, "self"
+        models.append(model_from_checkpoint(load_checkpoint(path)).eval())
+    return Teachers(models).eval(), "merged_from"
+
+
 def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
     """Per-step arguments for prune_model: ratios, or budgets shrinking geometrically."""
     from edgetune.compress.prune import step_budgets, step_ratios
@@ -88,13 +109,13 @@ def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
     return [{"ratio": r} for r in step_ratios(cc.ratio, cc.steps)]
 
 
-def prune_with_recovery(teacher, tensors, fe: FrontEnd, cc: CompressConfig, floor: float,
+def prune_with_recovery(float_model, teacher, tensors, fe: FrontEnd, cc: CompressConfig, floor: float,
                         progress: bool, log) -> tuple[torch.nn.Module, float, list[dict]]:
     from edgetune.compress.prune import prune_model
 
     shape = (1, 1, fe.n_frames, fe.n_mels)
-    model, best_acc, steps = copy.deepcopy(teacher), None, []
-    for i, kwargs in enumerate(_schedule(cc, teacher, shape), start=1):
+    model, best_acc, steps = copy.deepcopy(float_model), None, []
+    for i, kwargs in enumerate(_schedule(cc, float_model, shape), start=1):
         candidate = prune_model(model, shape, criterion=cc.criterion, **kwargs)
         trainer = Trainer(candidate, fe, tensors.train, tensors.val,
                           _train_cfg(cc, cc.epochs_per_step, cc.lr), tensors.noise, teacher=teacher,
@@ -139,8 +160,9 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     except EdgetuneError as e:
         raise EdgetuneError(f"{checkpoint}: {e}") from None
     data = data or ckpt["meta"].get("data", {}).get("source")
-    teacher = model_from_checkpoint(ckpt).eval()
-    slices = head_slices(teacher)
+    float_model = model_from_checkpoint(ckpt).eval()
+    teacher, taught_by = distillation_teacher(ckpt, float_model, log)
+    slices = head_slices(float_model)
     device = resolve_device(cc.device)
     val_feats = features_of(fe, tensors.val.clips, device)
     test_feats = features_of(fe, tensors.test.clips, device)
@@ -149,13 +171,13 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
         return (round(accuracy(predict(model, val_feats, device), tensors.val.targets, slices), 4),
                 round(accuracy(predict(model, test_feats, device), tensors.test.targets, slices), 4))
 
-    teacher_val, teacher_test = scores(teacher.to(device))
-    floor = cc.min_accuracy if cc.min_accuracy is not None else teacher_val - (cc.max_drop or 0.0)
+    float_val, float_test = scores(float_model.to(device))
+    floor = cc.min_accuracy if cc.min_accuracy is not None else float_val - (cc.max_drop or 0.0)
     data_info = {"source": data if isinstance(data, list) else str(data), "fingerprint": tensors.dataset.fingerprint(),
                  "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
-    recipe = {**dataclasses.asdict(cc), "command": command}
+    recipe = {**dataclasses.asdict(cc), "command": command, "distilled_from": taught_by}
 
-    pruned, _, steps = prune_with_recovery(teacher, tensors, fe, cc, floor, progress, log)
+    pruned, _, steps = prune_with_recovery(float_model, teacher, tensors, fe, cc, floor, progress, log)
     pruned_val, pruned_test = scores(pruned.to(device))
     pruned_ckpt = make_checkpoint(pruned.cpu(), labels=ckpt["labels"], frontend=fe, stage="pruned",
                                   heads=ckpt.get("heads"),
@@ -183,7 +205,7 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
                                            "macs": pruned_ckpt["meta"]["macs"]})
     save_checkpoint(qat_ckpt, out / QAT)
     stages = stage_table(ckpt, checkpoint, pruned_ckpt, out / PRUNED, qat_ckpt, out / QAT,
-                         {"finetuned": (teacher_val, teacher_test)}, tensors, fe, device)
+                         {"finetuned": (float_val, float_test)}, tensors, fe, device)
     write_stages(out, stages)
     return {**result, "stages": stages}
 

@@ -146,9 +146,31 @@ def predicted(logits: torch.Tensor, targets: torch.Tensor, slices=None) -> torch
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor, slices=None) -> float:
+    """Top-1 accuracy; for a multi-head model the mean of the heads' accuracies, so a task
+    with fewer clips counts as much as the others (model selection, pruning floors)."""
     if not len(targets):
         return float("nan")
-    return float((predicted(logits, targets, slices) == targets).float().mean())
+    right = (predicted(logits, targets, slices) == targets).float()
+    if slices is None:
+        return float(right.mean())
+    per_head = [right[(targets >= a) & (targets < b)] for a, b in slices]
+    return float(torch.stack([r.mean() for r in per_head if len(r)]).mean())
+
+
+def balanced_order(targets: torch.Tensor, slices, generator: torch.Generator) -> torch.Tensor:
+    """One epoch's clip order in which every head's clips fill an equal share (the
+    epoch keeps its length): a small task is drawn again, a large one sampled, without
+    repeats inside a task until all its clips have been drawn."""
+    groups = [((targets >= a) & (targets < b)).nonzero()[:, 0] for a, b in slices]
+    groups = [g for g in groups if len(g)]
+    share = len(targets) // len(groups)
+    picks = []
+    for g in groups:
+        cycles = -(-share // len(g))
+        order = torch.cat([g[torch.randperm(len(g), generator=generator)] for _ in range(cycles)])
+        picks.append(order[:share])
+    order = torch.cat(picks)
+    return order[torch.randperm(len(order), generator=generator)]
 
 
 def hard_loss(logits: torch.Tensor, y: torch.Tensor, slices, smoothing: float) -> torch.Tensor:
@@ -249,7 +271,10 @@ class Trainer:
         set_frozen_eval(self.model, self.cfg)
         # Every rank draws the same order (same seed) and trains on its own shard of it;
         # the global batch stays cfg.batch_size.
-        order = distributed.shard(torch.randperm(len(self.train.targets), generator=self.shuffle))
+        # A multi-head model sees each task equally often (a merge's union is lopsided).
+        order = (torch.randperm(len(self.train.targets), generator=self.shuffle) if self.slices is None
+                 else balanced_order(self.train.targets, self.slices, self.shuffle))
+        order = distributed.shard(order)
         batches = list(order.split(max(self.cfg.batch_size // distributed.world_size(), 1)))
         bar = None
         if self.progress:
