@@ -224,10 +224,15 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
         ref_logits = torch.cat([reference(torch.from_numpy(features[i : i + 256]))
                                 for i in range(0, len(features), 256)]).numpy()
     slices = slices or [(0, ref_logits.shape[1])]
-    differ = [int((ort_logits[:, a:b].argmax(1) != ref_logits[:, a:b].argmax(1)).sum()) for a, b in slices]
+    # a head is compared on its own task's clips: on another task's clips its answers are
+    # near-ties that mean nothing, and int8 rounding flips them freely
+    differ = []
+    for a, b in slices:
+        mine = (targets >= a) & (targets < b) if targets is not None and len(slices) > 1 else slice(None)
+        differ.append(int((ort_logits[mine, a:b].argmax(1) != ref_logits[mine, a:b].argmax(1)).sum()))
     out = {"n": len(features),
            "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),
-           "top1_agreement": 1.0 - max(differ) / max(len(features), 1)}
+           "top1_agreement": 1.0 - sum(differ) / max(len(features), 1)}
     if targets is not None and len(targets):
         out["onnx_accuracy"] = _accuracy(ort_logits, targets, slices)
         out["torch_accuracy"] = _accuracy(ref_logits, targets, slices)
@@ -237,7 +242,7 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
         gap = abs(out.get("onnx_accuracy", 0) - out.get("torch_accuracy", 0))
         # on a few hundred clips one clip is more than 0.5 point: allow at least one clip
         allowed = max(INT8_MAX_ACCURACY_GAP, 1.0 / max(len(features), 1) + 1e-9)
-        out["passed"] = int8_agrees(max(differ), len(features)) and gap <= allowed
+        out["passed"] = int8_agrees(sum(differ), len(features)) and gap <= allowed
     return out
 
 

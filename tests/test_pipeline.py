@@ -169,7 +169,8 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     assert r.exit_code == 0, r.output
     int8 = last_json(r.output)
     assert int8["precision"] == "int8" and int8["int8_convs"] >= 5  # every conv of DS-CNN
-    assert int8["parity"]["top1_agreement"] >= 0.99
+    # the export's own rule: 99% of answers equal, one borderline clip allowed on a small set
+    assert int8["parity"]["passed"] and int8["parity"]["top1_agreement"] >= 1 - 1 / int8["parity"]["n"]
 
     import onnx
 
@@ -193,6 +194,10 @@ def test_quantization_never_silently_does_nothing(run):
 
     qat = prepare_qat(create_model("dscnn-s", 4), 98, 40)
     assert count_fake_quant(qat.graph) >= 10
+    # weights in 7 bits, so AVX2 CPUs' saturating uint8 x int8 pairs cannot overflow
+    weight_fqs = [m for m in qat.graph.modules()
+                  if "FakeQuantize" in type(m).__name__ and m.qscheme == torch.per_channel_symmetric]
+    assert weight_fqs and all((m.quant_min, m.quant_max) == (-64, 63) for m in weight_fqs)
 
     class NoConv(torch.nn.Module):
         arch, arch_config = "none", {}
