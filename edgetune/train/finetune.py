@@ -17,7 +17,7 @@ import torch
 from edgetune.data.dataset import ClipLoader, Dataset, dataset_frontend, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.files import write_json_atomic
-from edgetune.frontend import FrontEnd
+from edgetune.frontend import FrontEnd, with_current_floor
 from edgetune.train import distributed
 from edgetune.train.checkpoint import (
     lineage_link,
@@ -122,6 +122,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     base_ckpt = load_checkpoint(base) if base else None
     # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
     fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
+    fe = with_current_floor(fe)  # a base (or corpus) from before LOG_FLOOR
     tensors = load_tensors(data, fe, progress=progress)
     labels = tensors.dataset.labels
     device = resolve_device(cfg.device)
