@@ -310,6 +310,13 @@ def test_verify_known_result(rec, tone_dir):
     assert r["per_class"]["low"]["recall"] == 1.0 and r["per_class"]["_unknown_"]["recall"] == 0.0
     assert r["per_class"]["_silence_"]["precision"] == pytest.approx(6 / 10)
     assert "confusion" in format_report(r) and "FAIL" in format_report(r)
+    # recordings, not the built-in corpus: the report says which
+    assert r["voices"] == "recorded" and "28 clips of recorded voices" in format_report(r)
+    (tone_dir / "corpus.json").write_text("{}")
+    try:
+        assert verify(rec, tone_dir, split="all")["voices"] == "synthetic"
+    finally:
+        (tone_dir / "corpus.json").unlink()
     # the split is the hash rule's
     from edgetune.data.dataset import load_dataset
 

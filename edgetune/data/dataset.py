@@ -96,6 +96,13 @@ def dataset_frontend(source: str | Path) -> FrontEnd | None:
         raise DataError(f"{info}: unreadable front end ({e}); rebuild the corpus or delete the file") from None
 
 
+def voices_of(source: str | Path) -> str:
+    """`synthetic` for a built-in corpus (it writes ROOT/corpus.json), else `recorded`:
+    reports say which, since accuracy on synthetic voices says little about real people."""
+    source = Path(source)
+    return "synthetic" if ((source.parent if source.is_file() else source) / "corpus.json").is_file() else "recorded"
+
+
 def speaker_of(filename: str) -> str:
     stem = Path(filename).stem
     return re.sub(r"_nohash_.*$", "", stem)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from edgetune.audio import probe
-from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset
+from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset, voices_of
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.frontend import log_mel
 from edgetune.metrics import classification_report
@@ -110,6 +110,7 @@ def verify(
         model=rec.path,
         precision=rec.precision,
         data=str(data),
+        voices=voices_of(data),
         split=split,
         mapped_to_unknown=ds.mapped_to_unknown,
         seconds=round(seconds, 3),
@@ -152,7 +153,7 @@ def format_report(r: dict) -> str:
     """A human table: per class, then the confusion matrix of the classes that occur."""
     lines = [
         f"model     {r['model']} ({r['precision']})",
-        f"data      {r['data']} [{r['split']}], {r['n']} clips"
+        f"data      {r['data']} [{r['split']}], {r['n']} clips of {r['voices']} voices"
         + (
             f"; mapped to _unknown_: {', '.join(r['mapped_to_unknown'])}"
             if r.get("mapped_to_unknown")
