@@ -193,11 +193,16 @@ def optimized_ops(path: Path) -> Counter:
     return Counter(n.op_type for n in graph.node)
 
 
+def _head_clips(targets: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Which clips belong to the head whose classes are columns a..b-1."""
+    return (targets >= a) & (targets < b)
+
+
 def _accuracy(logits: np.ndarray, targets: np.ndarray, slices: list[tuple[int, int]]) -> float:
     """Each clip answered by the head its target belongs to."""
     right = 0
     for a, b in slices:
-        mine = (targets >= a) & (targets < b)
+        mine = _head_clips(targets, a, b)
         right += int((logits[mine, a:b].argmax(1) + a == targets[mine]).sum())
     return right / len(targets)
 
@@ -228,7 +233,7 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
     # near-ties that mean nothing, and int8 rounding flips them freely
     differ = []
     for a, b in slices:
-        mine = (targets >= a) & (targets < b) if targets is not None and len(slices) > 1 else slice(None)
+        mine = _head_clips(targets, a, b) if targets is not None and len(slices) > 1 else slice(None)
         differ.append(int((ort_logits[mine, a:b].argmax(1) != ref_logits[mine, a:b].argmax(1)).sum()))
     out = {"n": len(features),
            "max_abs_diff": float(np.abs(ort_logits - ref_logits).max()),

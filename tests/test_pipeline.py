@@ -120,7 +120,6 @@ def test_finetune_from_base_carries_known_rows(run, data, tmp_path):
     assert torch.equal(sd["blocks.0.0.weight"], ckpt["state_dict"]["blocks.0.0.weight"])  # frozen
 
 
-
 def test_finetune_raises_a_base_s_old_noise_floor(run, data, tmp_path):
     from edgetune.frontend import LOG_FLOOR
     from edgetune.train.checkpoint import save_checkpoint
@@ -132,6 +131,7 @@ def test_finetune_raises_a_base_s_old_noise_floor(run, data, tmp_path):
                "--epochs", 1, "--json")
     assert r.exit_code == 0, r.output
     assert load_checkpoint(tmp_path / "ft" / "finetuned.pt")["frontend"]["log_floor"] == LOG_FLOOR
+
 
 def test_user_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["finetune", "--data", str(tmp_path / "missing"), "--model",

@@ -81,12 +81,17 @@ class Dataset:
         return h.hexdigest()[:16]
 
 
+def corpus_info_path(source: str | Path) -> Path:
+    """ROOT/corpus.json of a dataset folder or CSV manifest; the built-in corpora write it."""
+    source = Path(source)
+    return (source.parent if source.is_file() else source) / "corpus.json"
+
+
 def dataset_frontend(source: str | Path) -> FrontEnd | None:
     """The front end a dataset asks for: `frontend` in ROOT/corpus.json, which the
     built-in corpora write (the instruments corpus asks for the music front end).
     None when the dataset names none."""
-    source = Path(source)
-    info = (source.parent if source.is_file() else source) / "corpus.json"
+    info = corpus_info_path(source)
     if not info.is_file():
         return None
     try:
@@ -99,8 +104,7 @@ def dataset_frontend(source: str | Path) -> FrontEnd | None:
 def voices_of(source: str | Path) -> str:
     """`synthetic` for a built-in corpus (it writes ROOT/corpus.json), else `recorded`:
     reports say which, since accuracy on synthetic voices says little about real people."""
-    source = Path(source)
-    return "synthetic" if ((source.parent if source.is_file() else source) / "corpus.json").is_file() else "recorded"
+    return "synthetic" if corpus_info_path(source).is_file() else "recorded"
 
 
 def speaker_of(filename: str) -> str:
