@@ -109,6 +109,27 @@ def test_arch_config_round_trip(name):
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["dscnn-s", "bcresnet-1"])
+def test_cmn_ignores_a_constant_per_band(name):
+    # a microphone's colouring adds a constant to each log-mel band: with cmn the model
+    # answers the same; without it, it does not
+    torch.manual_seed(2)
+    x = torch.randn(2, 1, 98, 40)
+    colour = torch.linspace(-3.0, 2.0, 40)[None, None, None, :]
+    with_cmn = _randomize_bn(create_model(name, 5, cmn=True))
+    plain = _randomize_bn(create_model(name, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(with_cmn(x + colour), with_cmn(x), rtol=0, atol=1e-5)
+        assert (plain(x + colour) - plain(x)).abs().max() > 1e-2
+    assert with_cmn.arch_config["cmn"] is True and plain.arch_config["cmn"] is False
+
+
+def test_checkpoints_from_before_cmn_rebuild_without_it():
+    cfg = create_model("dscnn-s", 3).arch_config
+    del cfg["cmn"]  # an arch_config written before the option existed
+    assert create_model("dscnn-s", 3, **cfg).arch_config["cmn"] is False
+
+
 def test_custom_widths_build():
     m = create_model("bcresnet-1", 3, channels=[5, 3, 7, 2, 9, 11])
     assert m.arch_config["channels"] == [5, 3, 7, 2, 9, 11]

@@ -45,6 +45,7 @@ def test_finetune_writes_contract_checkpoint(run):
     assert ckpt["format"] == "edgetune.checkpoint/1" and ckpt["arch"] == "dscnn-s"
     assert ckpt["labels"] == ["_silence_", "high", "low", "mid"]
     assert ckpt["meta"]["stage"] == "finetuned" and ckpt["quant"] is None
+    assert ckpt["arch_config"]["cmn"] is True  # speech front end: band means removed by default
     assert ckpt["meta"]["metrics"]["val_accuracy"] > 0.8
     assert (run / "log.jsonl").read_text().count("\n") == 8
     assert not (run / "train_state.pt").exists()
@@ -120,17 +121,29 @@ def test_finetune_from_base_carries_known_rows(run, data, tmp_path):
     assert torch.equal(sd["blocks.0.0.weight"], ckpt["state_dict"]["blocks.0.0.weight"])  # frozen
 
 
-def test_finetune_raises_a_base_s_old_noise_floor(run, data, tmp_path):
+def test_finetune_raises_a_base_s_old_noise_floor_and_adds_cmn(run, data, tmp_path):
     from edgetune.frontend import LOG_FLOOR
     from edgetune.train.checkpoint import save_checkpoint
 
     old = load_checkpoint(run / "finetuned.pt")
     old["frontend"] = {**old["frontend"], "log_floor": 1e-6}  # a base trained before LOG_FLOOR
+    old["arch_config"] = {k: v for k, v in old["arch_config"].items() if k != "cmn"}  # and before cmn
     save_checkpoint(old, tmp_path / "old.pt")
     r = invoke("finetune", "--data", data, "--base", tmp_path / "old.pt", "--out", tmp_path / "ft",
                "--epochs", 1, "--json")
     assert r.exit_code == 0, r.output
-    assert load_checkpoint(tmp_path / "ft" / "finetuned.pt")["frontend"]["log_floor"] == LOG_FLOOR
+    new = load_checkpoint(tmp_path / "ft" / "finetuned.pt")
+    assert new["frontend"]["log_floor"] == LOG_FLOOR
+    assert new["arch_config"]["cmn"] is True
+
+
+def test_cmn_is_off_by_default_for_held_notes():
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.finetune import wants_cmn
+
+    music = FrontEnd.preset("music")
+    assert wants_cmn(FrontEnd()) and wants_cmn(FrontEnd(log_floor=1e-6))
+    assert not wants_cmn(music) and not wants_cmn(dataclasses.replace(music, log_floor=1e-6))
 
 
 def test_user_errors_are_one_line(tmp_path):

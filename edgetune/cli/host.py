@@ -70,6 +70,10 @@ def models(as_json: bool) -> None:
 @click.option("--augment", type=click.Choice(["light", "default", "strong"]), default="default",
               show_default=True, help="Training augmentation: light suits the built-in corpus, "
                                       "strong suits tens of clips of one voice.")
+@click.option("--cmn/--no-cmn", default=None,
+              help="Remove each mel band's mean over the window inside the model (cepstral mean "
+                   "normalisation): microphones and rooms matter less. Default: on, except with the "
+                   "music front end (a held note's band means are the note).")
 @click.option("--teacher", type=click.Path(path_type=str), help="Distil from this checkpoint.")
 @click.option("--adversarial", type=click.Choice(["fgsm", "pgd"]), help="Adversarial training.")
 @click.option("--epsilon", default=0.5, show_default=True, type=float, help="Log-mel perturbation size.")
@@ -90,8 +94,8 @@ def models(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale, freeze,
-             label_smoothing, augment, teacher, adversarial, epsilon, device, seed, resume, compare_scratch,
-             nproc, auto_trials, soup, personal, mix, as_json) -> None:
+             label_smoothing, augment, cmn, teacher, adversarial, epsilon, device, seed, resume,
+             compare_scratch, nproc, auto_trials, soup, personal, mix, as_json) -> None:
     """Adapt a base model to your labels (or train one from scratch).
 
     Runs unchanged under `torchrun --nproc-per-node N` (DistributedDataParallel).
@@ -121,7 +125,7 @@ def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_s
             click.echo(f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  train {_pct(r['train_accuracy'])}"
                        f"  val {_pct(r['val_accuracy'])}  ({r['samples_per_s']:.0f} clips/s)")
 
-    kwargs = dict(base=base, model_name=model_name, teacher=teacher, command=_command_line(),
+    kwargs = dict(base=base, model_name=model_name, teacher=teacher, cmn=cmn, command=_command_line(),
                   progress=progress_enabled(), on_epoch=None if auto_trials else show)
     if soup and not auto_trials:
         raise click.UsageError("--soup averages the trials of --auto N; add --auto")

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgetune.nets.inputs import subtract_band_means
+
 DEPTHS = (2, 2, 4, 4)
 STRIDED_STAGES = (1, 2)  # stages whose first block halves the frequency axis
 
@@ -147,6 +149,7 @@ class BCResNet(nn.Module):
         depths: list[int] = DEPTHS,
         subbands: int = 5,
         dropout: float = 0.1,
+        cmn: bool = False,
     ):
         super().__init__()
         channels = [int(c) for c in channels]
@@ -159,6 +162,7 @@ class BCResNet(nn.Module):
         self._depths = depths
         self._subbands = int(subbands)
         self._dropout = float(dropout)
+        self._cmn = bool(cmn)
 
         height = (n_mels + 2 * 2 - 5) // 2 + 1
         blocks: list[nn.Module] = [nn.Sequential(
@@ -203,14 +207,17 @@ class BCResNet(nn.Module):
     @property
     def arch_config(self) -> dict:
         return {"channels": self.channels, "depths": list(self._depths),
-                "subbands": self._subbands, "dropout": self._dropout}
+                "subbands": self._subbands, "dropout": self._dropout, "cmn": self._cmn}
 
     @property
     def embedding_dim(self) -> int:
         return self.classifier.in_features
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, 1, frames, mels] -> [batch, 1, mels, frames]: frequency first."""
+        """[batch, 1, frames, mels] -> [batch, 1, mels, frames]: frequency first; each band's
+        mean over the frames removed when `cmn`."""
+        if self._cmn:
+            x = subtract_band_means(x, time_dim=2)
         return x.transpose(2, 3)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +237,7 @@ class BCResNet(nn.Module):
 
 def _cfg(tau: float) -> dict:
     return {"channels": default_channels(tau), "depths": list(DEPTHS), "subbands": 5,
-            "dropout": 0.1}
+            "dropout": 0.1, "cmn": False}
 
 
 CONFIGS = {

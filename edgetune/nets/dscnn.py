@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgetune.nets.inputs import subtract_band_means
+
 
 def _pair(v) -> list[int]:
     if isinstance(v, int):
@@ -77,6 +79,7 @@ class DSCNN(nn.Module):
         stem_kernel=(10, 4),
         kernel=(3, 3),
         dropout: float = 0.2,
+        cmn: bool = False,
     ):
         super().__init__()
         channels = [int(c) for c in channels]
@@ -89,6 +92,7 @@ class DSCNN(nn.Module):
         self._stem_kernel = _pair(stem_kernel)
         self._kernel = _pair(kernel)
         self._dropout = float(dropout)
+        self._cmn = bool(cmn)
         blocks = [ConvBNReLU(1, channels[0], self._stem_kernel, self._strides[0])]
         for i in range(1, len(channels)):
             blocks.append(DSBlock(channels[i - 1], channels[i], self._kernel, self._strides[i]))
@@ -113,6 +117,7 @@ class DSCNN(nn.Module):
             "stem_kernel": list(self._stem_kernel),
             "kernel": list(self._kernel),
             "dropout": self._dropout,
+            "cmn": self._cmn,
         }
 
     @property
@@ -120,8 +125,9 @@ class DSCNN(nn.Module):
         return self.classifier.in_features
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """The input as the first block takes it: [batch, 1, frames, mels] as is."""
-        return x
+        """The input as the first block takes it: [batch, 1, frames, mels], each band's
+        mean over the frames removed when `cmn`."""
+        return subtract_band_means(x, time_dim=2) if self._cmn else x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output -> embedding [batch, channels[-1]]."""
@@ -141,7 +147,7 @@ class DSCNN(nn.Module):
 def _cfg(width: int, n_ds: int, stem_stride, first_ds_stride) -> dict:
     strides = [list(stem_stride), list(first_ds_stride)] + [[1, 1]] * (n_ds - 1)
     return {"channels": [width] * (n_ds + 1), "strides": strides,
-            "stem_kernel": [10, 4], "kernel": [3, 3], "dropout": 0.2}
+            "stem_kernel": [10, 4], "kernel": [3, 3], "dropout": 0.2, "cmn": False}
 
 
 CONFIGS = {

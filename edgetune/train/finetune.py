@@ -8,6 +8,7 @@ from-scratch model trained with the same budget, so the gain is measured.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,12 +69,14 @@ def load_tensors(data: str | Path, fe: FrontEnd, labels: list[str] | None = None
 
 
 def adapt_head(base: torch.nn.Module, base_labels: list[str], labels: list[str],
-               fe: FrontEnd) -> torch.nn.Module:
-    """A copy of `base` with a classifier for `labels`; rows of labels the base knows carried over."""
+               fe: FrontEnd, cmn: bool | None = None) -> torch.nn.Module:
+    """A copy of `base` with a classifier for `labels`; rows of labels the base knows carried
+    over. `cmn` turns the input's band-mean removal on or off (None: as the base has it)."""
     from edgetune.nets import create_model
 
+    arch_config = base.arch_config if cmn is None else {**base.arch_config, "cmn": cmn}
     model = create_model(base.arch, n_classes=len(labels), n_frames=fe.n_frames,
-                         n_mels=fe.n_mels, **base.arch_config)
+                         n_mels=fe.n_mels, **arch_config)
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
     model.load_state_dict(state, strict=False)
     old, new = base.classifier, model.classifier
@@ -113,7 +116,10 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
              model_name: str | None = None, cfg: TrainConfig | None = None,
              teacher: str | Path | None = None, resume: bool = False, scratch_baseline: bool = False,
              command: str = "", progress: bool = False, on_epoch=None,
-             stage: str = "finetuned") -> dict:
+             stage: str = "finetuned", cmn: bool | None = None) -> dict:
+    """Fine-tune `base` (or train `model_name` from scratch) on `data`; writes OUT/STAGE.pt.
+
+    `cmn`: remove each mel band's mean inside the model (nets/inputs.py); None: `wants_cmn`."""
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +129,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
     fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
     fe = with_current_floor(fe)  # a base (or corpus) from before LOG_FLOOR
+    cmn = wants_cmn(fe) if cmn is None else cmn
     tensors = load_tensors(data, fe, progress=progress)
     labels = tensors.dataset.labels
     device = resolve_device(cfg.device)
@@ -136,12 +143,12 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
             write_json_atomic(out / "verify-base.json", {**before_report, "model": str(base),
                                                    "split": "test", "precision": "fp32"})
         before = before_report["accuracy"] if before_report else None
-        model = adapt_head(base_model, base_ckpt["labels"], labels, fe)
+        model = adapt_head(base_model, base_ckpt["labels"], labels, fe, cmn)
         parent = lineage_link(base, base_ckpt)
     else:
         if not model_name:
             raise EdgetuneError("give --base models/NAME.pt to fine-tune, or --model NAME to train from scratch")
-        model, before, parent = fresh_model(model_name, labels, fe), None, None
+        model, before, parent = fresh_model(model_name, labels, fe, cmn), None, None
 
     teacher_model = _teacher(teacher, labels)
     trainer = Trainer(model, fe, tensors.train, tensors.val, cfg, tensors.noise, teacher=teacher_model,
@@ -174,12 +181,20 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
             "history": trainer.history}
 
 
-def fresh_model(name: str, labels: list[str], fe: FrontEnd) -> torch.nn.Module:
+def wants_cmn(fe: FrontEnd) -> bool:
+    """Band-mean removal by default for speech (words are short and a microphone's colour is
+    not the word), not for the music front end: a held note fills the window, and its
+    bands' means are the note."""
+    music = with_current_floor(FrontEnd.preset("music"))
+    return dataclasses.replace(fe, log_floor=music.log_floor) != music
+
+
+def fresh_model(name: str, labels: list[str], fe: FrontEnd, cmn: bool = False) -> torch.nn.Module:
     from edgetune.nets import available_models, create_model
 
     if name not in available_models():
         raise EdgetuneError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
-    return create_model(name, n_classes=len(labels), n_frames=fe.n_frames, n_mels=fe.n_mels)
+    return create_model(name, n_classes=len(labels), n_frames=fe.n_frames, n_mels=fe.n_mels, cmn=cmn)
 
 
 def _teacher(path, labels):
