@@ -278,6 +278,21 @@ def test_augment_presets():
         AugmentConfig.preset("heavy")
 
 
+def test_tempo_changes_a_word_s_length_not_its_spectrum():
+    from edgetune.data.augment import AugmentConfig, Augmenter
+
+    word = torch.zeros(1, 1, 98, 40)
+    word[0, 0, 39:59, 10] = 1.0  # 20 frames of one band, centred
+    for factor, frames in ((0.5, 10), (1.5, 30)):
+        cfg = dataclasses.replace(AugmentConfig(), tempo=(factor, factor), freq_masks=0, time_masks=0)
+        out = Augmenter(cfg, 16000, [], seed=0).features(word)
+        assert out.shape == word.shape
+        assert int((out[0, 0, :, 10] > 0.5).sum()) == frames  # longer or shorter about the centre
+        assert out[0, 0, :, 11].abs().max() == 0  # no band leaks into another
+    plain = dataclasses.replace(AugmentConfig(), freq_masks=0, time_masks=0)
+    assert torch.equal(Augmenter(plain, 16000, [], seed=0).features(word), word)
+
+
 def test_int8_parity_allows_one_flipped_clip_and_no_more_than_one_percent():
     from edgetune.export import int8_agrees
 

@@ -1,7 +1,8 @@
 """Training augmentation (torch, batched, seeded): the variety a real microphone adds.
 
 Waveform: speed perturbation, time shift, simple room reverberation, background
-noise at a random SNR, gain. Features: SpecAugment time and frequency masks.
+noise at a random SNR, gain. Features: tempo (each clip's frames stretched or
+squeezed in time, pitch kept), SpecAugment time and frequency masks.
 All draws come from one torch.Generator, so a seed reproduces a run.
 """
 
@@ -26,6 +27,7 @@ class AugmentConfig:
     freq_mask_bins: int = 6
     time_masks: int = 2
     time_mask_frames: int = 10
+    tempo: tuple[float, float] = (1.0, 1.0)  # duration factor per clip, log-uniform
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,8 +76,8 @@ class Augmenter:
         return (x * gain[:, None]).clamp(-1.0, 1.0)
 
     def features(self, f: torch.Tensor) -> torch.Tensor:
-        """SpecAugment on [batch, 1, frames, n_mels]: masks set to each clip's mean."""
-        f = f.clone()
+        """Tempo, then SpecAugment, on [batch, 1, frames, n_mels]: masks set to each clip's mean."""
+        f = self._tempo(f)
         batch, _, frames, mels = f.shape
         fill = f.mean(dim=(2, 3), keepdim=True)
         for size, axis, count in ((self.cfg.freq_mask_bins, 3, self.cfg.freq_masks),
@@ -90,6 +92,23 @@ class Augmenter:
                 mask = mask.view(shape).to(f.device)
                 f = torch.where(mask, fill, f)
         return f
+
+    def _tempo(self, f: torch.Tensor) -> torch.Tensor:
+        """Each clip's frames resampled in time about the centre by its own factor (a word
+        said faster or slower, same pitch); the edge frames (the clip's background) fill in.
+        Why: synthetic voices give each word its own typical length, and a model learns
+        the length; real people say any word short or long."""
+        lo, hi = self.cfg.tempo
+        if lo == hi == 1.0:
+            return f.clone()
+        batch = f.shape[0]
+        duration = torch.exp(_uniform(self.g, batch, math.log(lo), math.log(hi), "cpu"))
+        theta = torch.zeros(batch, 2, 3)
+        theta[:, 0, 0] = 1.0  # mels (grid x) kept
+        theta[:, 1, 1] = 1.0 / duration  # frames (grid y): output frame t reads input t / duration
+        grid = torch.nn.functional.affine_grid(theta.to(f.device), list(f.shape), align_corners=False)
+        return torch.nn.functional.grid_sample(f, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=False)
 
     def _speed(self, x: torch.Tensor) -> torch.Tensor:
         # One factor per batch keeps it a single interpolation; batches differ.
