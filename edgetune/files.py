@@ -8,16 +8,20 @@ import tempfile
 from pathlib import Path
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """JSON to a temp file in the same folder, then os.replace."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Text to a temp file in the same folder, then os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=str)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """JSON, indented, as write_text_atomic writes text."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")

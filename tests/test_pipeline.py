@@ -299,3 +299,25 @@ def test_int8_parity_allows_one_flipped_clip_and_no_more_than_one_percent():
     assert int8_agrees(0, 20) and int8_agrees(1, 20)  # one borderline clip on a small set
     assert not int8_agrees(2, 20)
     assert int8_agrees(20, 2000) and not int8_agrees(21, 2000)
+
+
+def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    monkeypatch.syspath_prepend(str(tools))
+    import finetune_real
+
+    argv = ["finetune_real.py", "--data", str(data), "--base", str(run / "finetuned.pt"),
+            "--real", str(data), "--variants", "light;light,no-cmn,tempo=0.8:1.2", "--seeds", "0",
+            "--epochs", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    finetune_real.main()
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [r["variant"] for r in runs] == ["light", "light,no-cmn,tempo=0.8:1.2"]
+    assert all(0 <= r["real_accuracy"] <= 1 for r in runs)
+    assert not load_checkpoint(tmp_path / "v1-s0" / "finetuned.pt")["arch_config"]["cmn"]
+    assert "| light |" in (tmp_path / "results.md").read_text()
+    capsys.readouterr()
+    finetune_real.main()  # everything already measured: nothing is trained again
+    assert "{" not in capsys.readouterr().out.split("Real:")[0]
