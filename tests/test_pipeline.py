@@ -316,7 +316,7 @@ def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path,
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["variant"] for r in runs] == ["light", "light,no-cmn,tempo=0.8:1.2"]
     assert all(0 <= r["real_accuracy"] <= 1 for r in runs)
-    assert not load_checkpoint(tmp_path / "v1-s0" / "finetuned.pt")["arch_config"]["cmn"]
+    assert not load_checkpoint(tmp_path / "light-no-cmn-tempo-0.8-1.2-s0" / "finetuned.pt")["arch_config"]["cmn"]
     assert "| light |" in (tmp_path / "results.md").read_text()
     capsys.readouterr()
     finetune_real.main()  # everything already measured: nothing is trained again

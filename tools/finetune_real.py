@@ -21,12 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL_DEFAULT = ROOT.parent / "shared" / "realdata" / "fsdd_digits"
+from eval_real import REAL_DEFAULT, ROOT, mix_slug  # tools/ is on the path when run as a script
 
 
-def parse_variant(text: str) -> tuple[dict, bool]:
-    """`light,no-cmn,tempo=0.6:1.6` -> (AugmentConfig fields, cmn)."""
+def parse_variant(text: str):
+    """`light,no-cmn,tempo=0.6:1.6` -> (AugmentConfig, cmn)."""
     from edgetune.data.augment import AugmentConfig
 
     preset, *changes = [part.strip() for part in text.split(",")]
@@ -92,11 +91,11 @@ def main() -> None:
         parse_variant(v)  # a typo stops the ablation before the first hour, not after it
     results_path = args.out / "results.json"
     runs = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
-    for i, variant in enumerate(variants):
+    for variant in variants:
         for seed in seeds:
             if any(r["variant"] == variant and r["seed"] == seed for r in runs):
                 continue
-            run = run_one(args, variant, seed, args.out / f"v{i}-s{seed}")
+            run = run_one(args, variant, seed, args.out / f"{mix_slug(variant)}-s{seed}")
             print(json.dumps(run), flush=True)
             runs.append(run)
             write_json_atomic(results_path, {"data": str(args.data), "base": str(args.base),

@@ -18,7 +18,6 @@ the corpus test accuracy, each before and after.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from edgetune.audio import write_audio
 from edgetune.data.augment import AugmentConfig
 from edgetune.data.dataset import SILENCE, UNKNOWN, ClipLoader, Example, load_dataset
 from edgetune.errors import DataError
-from edgetune.files import write_json_atomic
+from edgetune.files import write_json_atomic, write_text_atomic
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import (
     lineage_link,
@@ -153,9 +152,7 @@ def _write_manifest(path: Path, rows: list[tuple[Example, str]], loader=None) ->
             clip_path = path.parent.resolve() / path.stem / e.label / f"cut{i:05d}_nohash_0.wav"
             write_audio(clip_path, loader.clip(e), loader.fe.sample_rate)
         lines.append(f"{clip_path},{e.label},{split}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -36,6 +36,7 @@ from edgetune.data.synth.engines import (
     parse_engine_weights,
 )
 from edgetune.errors import DataError
+from edgetune.files import write_text_atomic
 
 SR = effects.SR
 CLIP_SAMPLES = SR  # 1.0 s
@@ -219,12 +220,6 @@ def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, lis
     return plans
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, seed: int = 0,
                  workers: int | None = None, engines=DEFAULT_ENGINES, progress: bool = True, *,
                  words: list[str] | None = None, noise: bool = True,
@@ -323,7 +318,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         counts[p.label] = counts.get(p.label, 0) + 1
         engine_counts[p.engine] += 1
         speakers.add(p.voice.speaker)
-    _atomic_text(out / "corpus.csv", buf.getvalue())
+    write_text_atomic(out / "corpus.csv", buf.getvalue())
     targets, with_unknown = task_labels(task, words)
     noise_files = sorted(f.name for f in (out / "_background_noise_").glob("*.wav")) if noise else []
     info = {
@@ -359,7 +354,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
                        "pink floor -78..-58 dBFS; no time-stretch",
         },
     }
-    _atomic_text(out / "corpus.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / "corpus.json", json.dumps(info, indent=2) + "\n")
     elapsed = time.perf_counter() - t0
     rendered = sum(per_engine_clips.values())
     summary = dict(info)
