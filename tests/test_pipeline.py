@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import make_tone_dataset
 
 from edgetune.cli import cli
+from edgetune.errors import DataError
 from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -145,6 +146,25 @@ def test_cmn_is_off_by_default_for_held_notes():
     assert wants_cmn(FrontEnd()) and wants_cmn(FrontEnd(log_floor=1e-6))
     assert not wants_cmn(music) and not wants_cmn(dataclasses.replace(music, log_floor=1e-6))
 
+
+
+def test_cmn_follows_the_request_then_the_corpus_then_a_decided_base(tmp_path):
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.finetune import resolve_cmn
+
+    vowels, words = tmp_path / "vowels", tmp_path / "words"
+    vowels.mkdir(), words.mkdir()
+    (vowels / "corpus.json").write_text(json.dumps({"task": "vowels", "cmn": False}))
+    shipped = {"arch_config": {"channels": [8]}}  # a base from before the choice existed
+    decided_off = {"arch_config": {"channels": [8], "cmn": False}}
+    speech = FrontEnd()
+    assert resolve_cmn(None, vowels, shipped, speech) is False  # the corpus asks
+    assert resolve_cmn(True, vowels, shipped, speech) is True  # the user overrides it
+    assert resolve_cmn(None, words, decided_off, speech) is False  # own takes on a vowels model
+    assert resolve_cmn(None, words, shipped, speech) is True  # speech default
+    (vowels / "corpus.json").write_text("[]")
+    with pytest.raises(DataError, match="corpus.json"):
+        resolve_cmn(None, vowels, shipped, speech)
 
 def test_user_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["finetune", "--data", str(tmp_path / "missing"), "--model",

@@ -252,6 +252,7 @@ def test_layout(tiny):
     meta = json.loads((out / "corpus.json").read_text())
     assert meta["task"] == "commands" and meta["labels"] == ["yes", "_unknown_"]
     assert meta["counts"] == {"yes": 3, "_unknown_": 3}
+    assert meta["cmn"] is True  # words: models remove band means (vowels: False)
 
 
 def test_deterministic_across_workers(tiny, tmp_path):

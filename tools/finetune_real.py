@@ -6,7 +6,8 @@ each on a real labelled folder (never trained on, never used to choose an epoch)
         --variants "light;light,no-cmn;light,tempo=1:1;light,speed=0.85:1.15"
 
 A variant is an augmentation preset followed by changes: `no-cmn` (keep the input's band
-means), `tempo=LO:HI` and `speed=LO:HI` (AugmentConfig ranges). Each run is what
+means) and any AugmentConfig field, `NAME=V` or `NAME=LO:HI` for a range (`tempo=1:1`,
+`shift_ms=300`). Each run is what
 `edgetune finetune --base BASE --data DATA --augment PRESET --seed N` does, then
 `edgetune evaluate RUN/finetuned.pt --data REAL --split all`. Runs already in
 OUT/results.json are kept, so a stopped ablation resumes. Writes OUT/results.{json,md}.
@@ -25,20 +26,24 @@ from eval_real import REAL_DEFAULT, ROOT, mix_slug  # tools/ is on the path when
 
 
 def parse_variant(text: str):
-    """`light,no-cmn,tempo=0.6:1.6` -> (AugmentConfig, cmn)."""
+    """`light,no-cmn,tempo=0.6:1.6,shift_ms=300` -> (AugmentConfig, cmn)."""
     from edgetune.data.augment import AugmentConfig
 
     preset, *changes = [part.strip() for part in text.split(",")]
     aug, cmn = AugmentConfig.preset(preset), True
+    fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
     for change in changes:
         if change == "no-cmn":
             cmn = False
             continue
         name, _, value = change.partition("=")
-        if name not in ("tempo", "speed") or ":" not in value:
-            sys.exit(f"error: unknown change {change!r}; use no-cmn, tempo=LO:HI or speed=LO:HI")
-        lo, hi = (float(v) for v in value.split(":"))
-        aug = dataclasses.replace(aug, **{name: (lo, hi)})
+        if name not in fields or not value:
+            sys.exit(f"error: unknown change {change!r}; use no-cmn or an AugmentConfig field: "
+                     f"{', '.join(fields)} (=V, or =LO:HI for a range)")
+        numbers = tuple(float(v) for v in value.split(":"))
+        if len(numbers) == 1:
+            numbers = type(getattr(aug, name))(numbers[0])  # int fields stay int
+        aug = dataclasses.replace(aug, **{name: numbers})
     return aug, cmn
 
 

@@ -87,18 +87,37 @@ def corpus_info_path(source: str | Path) -> Path:
     return (source.parent if source.is_file() else source) / "corpus.json"
 
 
+def _corpus_info(source: str | Path) -> dict:
+    """ROOT/corpus.json as a dict ({} when there is none)."""
+    info = corpus_info_path(source)
+    if not info.is_file():
+        return {}
+    try:
+        d = json.loads(info.read_text())
+    except ValueError as e:
+        raise DataError(f"{info}: unreadable ({e}); rebuild the corpus or delete the file") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{info}: not a JSON object; rebuild the corpus or delete the file")
+    return d
+
+
 def dataset_frontend(source: str | Path) -> FrontEnd | None:
     """The front end a dataset asks for: `frontend` in ROOT/corpus.json, which the
     built-in corpora write (the instruments corpus asks for the music front end).
     None when the dataset names none."""
-    info = corpus_info_path(source)
-    if not info.is_file():
-        return None
+    fe = _corpus_info(source).get("frontend")
     try:
-        fe = json.loads(info.read_text()).get("frontend")
         return None if fe is None else FrontEnd.from_dict(fe)
     except (ValueError, TypeError, AttributeError) as e:
-        raise DataError(f"{info}: unreadable front end ({e}); rebuild the corpus or delete the file") from None
+        raise DataError(f"{corpus_info_path(source)}: unreadable front end ({e}); "
+                        "rebuild the corpus or delete the file") from None
+
+
+def dataset_cmn(source: str | Path) -> bool | None:
+    """Whether a dataset asks models to remove each band's mean (`cmn` in ROOT/corpus.json;
+    the vowels corpus says no); None when it does not say."""
+    cmn = _corpus_info(source).get("cmn")
+    return None if cmn is None else bool(cmn)
 
 
 def voices_of(source: str | Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetune.data.dataset import ClipLoader, Dataset, dataset_frontend, load_dataset
+from edgetune.data.dataset import ClipLoader, Dataset, dataset_cmn, dataset_frontend, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.frontend import FrontEnd, with_current_floor
@@ -119,7 +119,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
              stage: str = "finetuned", cmn: bool | None = None) -> dict:
     """Fine-tune `base` (or train `model_name` from scratch) on `data`; writes OUT/STAGE.pt.
 
-    `cmn`: remove each mel band's mean inside the model (nets/inputs.py); None: `wants_cmn`."""
+    `cmn`: remove each mel band's mean inside the model (nets/inputs.py); None: `resolve_cmn`."""
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
     fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
     fe = with_current_floor(fe)  # a base (or corpus) from before LOG_FLOOR
-    cmn = wants_cmn(fe) if cmn is None else cmn
+    cmn = resolve_cmn(cmn, data, base_ckpt, fe)
     tensors = load_tensors(data, fe, progress=progress)
     labels = tensors.dataset.labels
     device = resolve_device(cfg.device)
@@ -179,6 +179,20 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     return {"checkpoint": str(out / f"{stage}.pt"), "labels": labels, **metrics,
             "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"], "epochs": trainer.epoch,
             "history": trainer.history}
+
+
+def resolve_cmn(asked: bool | None, data: str | Path, base_ckpt: dict | None, fe: FrontEnd) -> bool:
+    """Band-mean removal, the first answer that exists: as asked; as the dataset asks (its
+    corpus.json: the vowels corpus says no); as a base fine-tuned since the choice existed
+    has it (a user's own takes on top of a vowels model stay without); else `wants_cmn`."""
+    if asked is not None:
+        return asked
+    from_data = dataset_cmn(data)
+    if from_data is not None:
+        return from_data
+    if base_ckpt and "cmn" in base_ckpt["arch_config"]:
+        return bool(base_ckpt["arch_config"]["cmn"])
+    return wants_cmn(fe)
 
 
 def wants_cmn(fe: FrontEnd) -> bool:

@@ -328,6 +328,9 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         "words": targets,
         "labels": targets + ([UNKNOWN] if with_unknown else []),
         "unknown_words": sorted({p.word.text for p in plans if p.label == UNKNOWN}),
+        # Models for words remove each band's mean (edgetune/nets/inputs.py); a held vowel
+        # fills the window, so its bands' means are the vowel and models keep them.
+        "cmn": task != "vowels",
         "clips_per_word": clips_per_word,
         "counts": counts,
         "n_clips": len(plans),
