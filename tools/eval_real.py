@@ -160,7 +160,7 @@ def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, re
     import torch
 
     from edgetune.frontend import FrontEnd
-    from edgetune.train.finetune import fresh_model, load_tensors
+    from edgetune.train.finetune import fresh_model, load_tensors, resolve_cmn
     from edgetune.train.loop import TrainConfig, Trainer, accuracy, features_of, predict
 
     fe = FrontEnd()
@@ -169,7 +169,7 @@ def train_and_score(corpus: Path, model_name: str, aug: str, args, seed: int, re
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device=args.device,
                       augment=augment_config(aug))
     torch.manual_seed(seed)
-    model = fresh_model(model_name, labels, fe)
+    model = fresh_model(model_name, labels, fe, cmn=resolve_cmn(None, corpus, None, fe))  # as finetune would
     t0 = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
