@@ -26,11 +26,12 @@ from eval_real import REAL_DEFAULT, ROOT, mix_slug  # tools/ is on the path when
 
 
 def parse_variant(text: str):
-    """`light,no-cmn,tempo=0.6:1.6,shift_ms=300` -> (AugmentConfig, cmn)."""
+    """`light,no-cmn,tempo=0.6:1.6,shift_ms=300` -> (AugmentConfig, cmn); cmn None unless
+    `no-cmn`: decided as `edgetune finetune` decides it (resolve_cmn)."""
     from edgetune.data.augment import AugmentConfig
 
     preset, *changes = [part.strip() for part in text.split(",")]
-    aug, cmn = AugmentConfig.preset(preset), True
+    aug, cmn = AugmentConfig.preset(preset), None
     fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
     for change in changes:
         if change == "no-cmn":
