@@ -99,6 +99,18 @@ def test_distilled_student_shares_the_first_blocks_and_starts_each_head_from_its
         assert torch.equal(state["blocks.2.pw.weight"], ckpts[0]["state_dict"]["blocks.2.pw.weight"])
 
 
+def test_merge_warns_when_the_models_disagree_on_band_means():
+    from edgetune.train.merge import input_mismatch
+
+    words, held = {"arch_config": {"cmn": True}}, {"arch_config": {"cmn": False}}
+    old = {"arch_config": {}}  # from before the choice existed: off
+    assert input_mismatch([words, words], ["cmd", "digits"]) is None
+    assert input_mismatch([held, old], ["vowels", "tones"]) is None
+    message = input_mismatch([words, words, held], ["cmd", "digits", "vowels"])
+    assert "on: cmd, digits; off: vowels" in message and "follows cmd (on)" in message
+    assert "cost vowels" in message
+
+
 def test_merge_says_when_shared_does_not_apply(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
                "--out", tmp_path / "m.pt", "--shared", 3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from edgetune.errors import EdgetuneError
 from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import ARCH, split_config
+from edgetune.train import distributed
 from edgetune.train.checkpoint import (
     lineage_link,
     load_checkpoint,
@@ -87,6 +89,20 @@ def check_mergeable(ckpts: list[dict], paths: list[Path]) -> FrontEnd:
         raise EdgetuneError("the models use different front ends; merged heads share one front end, "
                             "so fine-tune them from the same base")
     return FrontEnd.from_dict(ckpts[0]["frontend"])
+
+
+def input_mismatch(ckpts: list[dict], names: list[str]) -> str | None:
+    """A warning when the models disagree on removing band means: one trunk has one input,
+    and it follows the first model."""
+    cmn = {n: bool(c["arch_config"].get("cmn", False)) for n, c in zip(names, ckpts)}
+    if len(set(cmn.values())) < 2:
+        return None
+    first = cmn[names[0]]
+    apart = [n for n, on in cmn.items() if on != first]
+    return (f"the models disagree on removing band means (on: {', '.join(n for n, on in cmn.items() if on)}; "
+            f"off: {', '.join(n for n, on in cmn.items() if not on)}); the shared trunk follows {names[0]} "
+            f"({'on' if first else 'off'}), which can cost {', '.join(apart)} much of its accuracy; fine-tune "
+            f"them alike (--cmn or --no-cmn) to merge without that loss")
 
 
 def shared_prefix(ckpts: list[dict]) -> int:
@@ -221,6 +237,9 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
               "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
     exact = shared_prefix(ckpts)
     distill = distill or not exact
+    mismatch = input_mismatch(ckpts, names)
+    if mismatch and distributed.is_main():
+        print(f"warning: {mismatch}", file=sys.stderr)
     if shared is not None and not distill:
         raise EdgetuneError(f"the models share their first {exact} blocks exactly, so nothing is trained "
                             "and --shared does not apply; add --distill to distil a student instead")
@@ -260,4 +279,5 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
             "heads": [h["name"] for h in heads], "params": ckpt["meta"]["params"],
             "params_separate": sum(c["meta"]["params"] for c in ckpts),
             "macs": ckpt["meta"]["macs"], "macs_separate": sum(c["meta"]["macs"] for c in ckpts),
-            "test_accuracy": merged_acc, "own_model_test_accuracy": own_acc, "history": history}
+            "test_accuracy": merged_acc, "own_model_test_accuracy": own_acc, "history": history,
+            "warnings": [mismatch] if mismatch else []}
