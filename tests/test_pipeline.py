@@ -147,7 +147,6 @@ def test_cmn_is_off_by_default_for_held_notes():
     assert not wants_cmn(music) and not wants_cmn(dataclasses.replace(music, log_floor=1e-6))
 
 
-
 def test_cmn_follows_the_request_then_the_corpus_then_a_decided_base(tmp_path):
     from edgetune.frontend import FrontEnd
     from edgetune.train.finetune import resolve_cmn
@@ -165,6 +164,7 @@ def test_cmn_follows_the_request_then_the_corpus_then_a_decided_base(tmp_path):
     (vowels / "corpus.json").write_text("[]")
     with pytest.raises(DataError, match="corpus.json"):
         resolve_cmn(None, vowels, shipped, speech)
+
 
 def test_user_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["finetune", "--data", str(tmp_path / "missing"), "--model",

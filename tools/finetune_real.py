@@ -32,7 +32,7 @@ def parse_variant(text: str):
 
     preset, *changes = [part.strip() for part in text.split(",")]
     aug, cmn = AugmentConfig.preset(preset), None
-    fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
+    fields = [f.name for f in dataclasses.fields(AugmentConfig)]
     for change in changes:
         if change == "no-cmn":
             cmn = False
@@ -42,9 +42,8 @@ def parse_variant(text: str):
             sys.exit(f"error: unknown change {change!r}; use no-cmn or an AugmentConfig field: "
                      f"{', '.join(fields)} (=V, or =LO:HI for a range)")
         numbers = tuple(float(v) for v in value.split(":"))
-        if len(numbers) == 1:
-            numbers = type(getattr(aug, name))(numbers[0])  # int fields stay int
-        aug = dataclasses.replace(aug, **{name: numbers})
+        setting = numbers if len(numbers) == 2 else type(getattr(aug, name))(numbers[0])  # ints stay int
+        aug = dataclasses.replace(aug, **{name: setting})
     return aug, cmn
 
 

@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-NUMERALS = {w: str(i) for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])}
-
 
 def word_tokens(tokenizer, words: list[str]) -> dict[int, str]:
     """First token of each spelling of each word -> the word; the words must differ in it."""
+    from edgetune.data.synth.corpus import DIGITS
+
+    numerals = {w: str(i) for i, w in enumerate(DIGITS)}
     first = {}
     for word in words:
-        spellings = {" " + word, " " + word.capitalize()} | ({" " + NUMERALS[word]} if word in NUMERALS else set())
+        spellings = {" " + word, " " + word.capitalize()} | ({" " + numerals[word]} if word in numerals else set())
         for text in spellings:
             token = tokenizer.encode(text, add_special_tokens=False).ids[0]
             if first.setdefault(token, word) != word:
