@@ -28,16 +28,17 @@ def last_json(output: str) -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, one_torch_thread):
-    """A base, then two tasks fine-tuned from it with the stem and first block frozen."""
+    """A base, then two tasks fine-tuned from it with the stem and first block frozen; the
+    second keeps its band means (as a vowels model does), the first removes them."""
     root = tmp_path_factory.mktemp("merge")
     low = make_tone_dataset(root / "low", clips_per_speaker=2, labels=LOW)
     high = make_tone_dataset(root / "high", clips_per_speaker=2, seed=1, labels=HIGH)
     r = invoke("finetune", "--data", low, "--model", "dscnn-s", "--out", root / "base", "--epochs", 2,
                "--batch-size", 16, "--json")
     assert r.exit_code == 0, r.output
-    for name, data in (("low", low), ("high", high)):
+    for name, data, cmn in (("low", low, "--cmn"), ("high", high, "--no-cmn")):
         r = invoke("finetune", "--data", data, "--base", root / "base" / "finetuned.pt", "--out", root / name,
-                   "--epochs", 3, "--batch-size", 16, "--lr", 1e-2, "--freeze", 2, "--no-personal", "--json")
+                   "--epochs", 3, "--batch-size", 16, "--lr", 1e-2, "--freeze", 2, cmn, "--no-personal", "--json")
         assert r.exit_code == 0, r.output
     return root
 
@@ -56,6 +57,7 @@ def test_exact_merge_shares_frozen_blocks_and_keeps_every_answer(models, exact):
     assert result["how"] == "exact" and result["shared_blocks"] == 2 and result["heads"] == ["low", "high"]
     assert result["params"] < result["params_separate"]
     assert result["test_accuracy"] == result["own_model_test_accuracy"]
+    assert result["trunk_passes"] == 2  # one per input normalisation
 
     ckpt = torch.load(tmp_path / "merged.pt", weights_only=True)  # plain data only
     assert [h["name"] for h in ckpt["heads"]] == ["low", "high"]
@@ -99,16 +101,32 @@ def test_distilled_student_shares_the_first_blocks_and_starts_each_head_from_its
         assert torch.equal(state["blocks.2.pw.weight"], ckpts[0]["state_dict"]["blocks.2.pw.weight"])
 
 
-def test_merge_warns_when_the_models_disagree_on_band_means():
-    from edgetune.train.merge import input_mismatch
+def test_heads_that_differ_in_band_means_get_their_own_trunk_input():
+    from edgetune.nets import create_model
+    from edgetune.train.merge import head_inputs
 
     words, held = {"arch_config": {"cmn": True}}, {"arch_config": {"cmn": False}}
     old = {"arch_config": {}}  # from before the choice existed: off
-    assert input_mismatch([words, words], ["cmd", "digits"]) is None
-    assert input_mismatch([held, old], ["vowels", "tones"]) is None
-    message = input_mismatch([words, words, held], ["cmd", "digits", "vowels"])
-    assert "on: cmd, digits; off: vowels" in message and "follows cmd (on)" in message
-    assert "cost vowels" in message
+    assert head_inputs([words, words]) is None and head_inputs([held, old]) is None
+    assert head_inputs([words, held]) == [True, False]
+
+    torch.manual_seed(0)
+    config = {"base": "dscnn-s", "base_config": {}, "shared": 5, "heads": [["w", 3], ["v", 2]],
+              "channels": [16] * 5}
+    same = create_model("multihead", 5, **config)
+    assert "head_cmn" not in same.arch_config  # a merge whose heads agree is as before
+    apart = create_model("multihead", 5, **config, head_cmn=[True, False])
+    assert apart.arch_config["head_cmn"] == [True, False]
+    apart.load_state_dict(same.state_dict())
+    x = torch.randn(2, 1, 98, 40) + torch.linspace(0, 3, 40)  # bands with different means
+    with_cmn, without = (create_model("dscnn-s", n, channels=[16] * 5, cmn=c) for n, c in ((3, True), (2, False)))
+    with_cmn.load_state_dict(apart.nets[0].state_dict())
+    without.load_state_dict(apart.nets[1].state_dict())
+    for m in (apart, with_cmn, without):
+        m.eval()
+    with torch.no_grad():
+        assert torch.allclose(apart(x), torch.cat([with_cmn(x), without(x)], 1), atol=1e-5)
+    assert [net.arch_config["cmn"] for net in apart.nets] == [True, False]
 
 
 def test_merge_says_when_shared_does_not_apply(models, tmp_path):

@@ -64,6 +64,9 @@ def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr
     click.echo(f"merged {len(result['heads'])} models ({result['how']}, {result['shared_blocks']} shared blocks): "
                f"{result['params']:,} params vs {result['params_separate']:,} apart, "
                f"{result['macs']:,} MACs vs {result['macs_separate']:,}")
+    if result["trunk_passes"] > 1:
+        click.echo(f"  the heads differ in band-mean removal: the trunk runs {result['trunk_passes']} times "
+                   "per window, once per input")
     for head in result["heads"]:
         click.echo(f"  {head:<12} test {_pct(result['test_accuracy'][head])}"
                    f"  (its own model {_pct(result['own_model_test_accuracy'][head])})")

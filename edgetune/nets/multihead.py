@@ -12,6 +12,11 @@ Widths follow the registry's convention (one entry per block), flattened: the
 shared blocks' widths, then each head's own blocks' widths. So
 `arch_config["channels"]`, read back from the modules, follows pruning like any
 other net's.
+
+Heads may differ in their input normalisation (`head_cmn`: band means removed
+or not, per head): the trunk's weights stay shared, and it runs once per
+distinct normalisation (the inputs stacked along the batch), so a vowels head
+keeps the band means a word head removes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ ARCH = "multihead"
 
 class MultiHead(nn.Module):
     def __init__(self, n_classes: int, n_frames: int = 98, n_mels: int = 40, *, base: str,
-                 base_config: dict, shared: int, heads: list, channels: list[int]):
+                 base_config: dict, shared: int, heads: list, channels: list[int],
+                 head_cmn: list[bool] | None = None):
         from edgetune.nets import create_model
 
         super().__init__()
@@ -41,11 +47,14 @@ class MultiHead(nn.Module):
             raise ValueError(f"shared must be 0..{n_blocks}, got {shared}")
         if len(channels) != shared + len(heads) * (n_blocks - shared):
             raise ValueError("channels: one width per shared block, then one per block of each head")
+        if head_cmn is not None and len(head_cmn) != len(heads):
+            raise ValueError(f"head_cmn: one entry per head ({len(heads)}), got {len(head_cmn)}")
         own = n_blocks - shared
         nets = []
         for i, (_, n) in enumerate(heads):
             widths = list(channels[:shared]) + list(channels[shared + i * own: shared + (i + 1) * own])
-            net = create_model(base, n, n_frames, n_mels, **base_config, channels=widths)
+            config = dict(base_config) if head_cmn is None else {**base_config, "cmn": bool(head_cmn[i])}
+            net = create_model(base, n, n_frames, n_mels, **config, channels=widths)
             for j in range(shared):  # the trunk: the same modules in every head
                 if nets:
                     net.blocks[j] = nets[0].blocks[j]
@@ -53,14 +62,18 @@ class MultiHead(nn.Module):
         self.nets = nn.ModuleList(nets)
         self.names = [name for name, _ in heads]
         self.base, self.base_config, self.shared = base, dict(base_config), shared
+        self.head_cmn = None if head_cmn is None else [bool(c) for c in head_cmn]
         self.n_frames, self.n_mels = int(n_frames), int(n_mels)
 
     # -- the registry interface (arch_config, blocks, classifier, width_modules) --
     @property
     def arch_config(self) -> dict:
-        return {"base": self.base, "base_config": dict(self.base_config), "shared": self.shared,
-                "heads": [[name, net.classifier.out_features] for name, net in zip(self.names, self.nets)],
-                "channels": [m.out_channels for m in self.width_modules()]}
+        config = {"base": self.base, "base_config": dict(self.base_config), "shared": self.shared,
+                  "heads": [[name, net.classifier.out_features] for name, net in zip(self.names, self.nets)],
+                  "channels": [m.out_channels for m in self.width_modules()]}
+        if self.head_cmn is not None:
+            config["head_cmn"] = list(self.head_cmn)
+        return config
 
     def width_modules(self) -> list[nn.Module]:
         trunk = self.nets[0].width_modules()[: self.shared]
@@ -79,17 +92,28 @@ class MultiHead(nn.Module):
     def head_slices(self) -> list[tuple[int, int]]:
         return slices_of(self.arch_config)
 
+    def input_norms(self) -> list[bool | None]:
+        """Each head's input normalisation (None: all follow base_config)."""
+        return self.head_cmn if self.head_cmn is not None else [None] * len(self.nets)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        trunk = self.nets[0]
-        x = trunk.prepare(x)
-        for block in trunk.blocks[: self.shared]:
-            x = block(x)
+        norms = list(dict.fromkeys(self.input_norms()))  # distinct, in head order
+        firsts = [self.input_norms().index(n) for n in norms]
+        # Each distinct input normalisation goes through the trunk as its own part of one
+        # batch: every trunk module is called once, which quantization (QAT's conv-bn
+        # folding) and export need, and the work is one pass per input either way.
+        y = torch.cat([self.nets[i].prepare(x) for i in firsts], dim=0) if len(norms) > 1 \
+            else self.nets[0].prepare(x)
+        for block in self.nets[0].blocks[: self.shared]:
+            y = block(y)
+        batch = x.shape[0]
+        trunk_out = {n: y[k * batch: (k + 1) * batch] for k, n in enumerate(norms)}
         logits = []
-        for net in self.nets:
-            y = x
+        for net, norm in zip(self.nets, self.input_norms()):
+            z = trunk_out[norm]
             for block in net.blocks[self.shared:]:
-                y = block(y)
-            logits.append(net.classifier(net.pool(y)))
+                z = block(z)
+            logits.append(net.classifier(net.pool(z)))
         return torch.cat(logits, dim=1)
 
 

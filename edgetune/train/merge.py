@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +27,6 @@ from torch import nn
 from edgetune.errors import EdgetuneError
 from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import ARCH, split_config
-from edgetune.train import distributed
 from edgetune.train.checkpoint import (
     lineage_link,
     load_checkpoint,
@@ -91,24 +89,23 @@ def check_mergeable(ckpts: list[dict], paths: list[Path]) -> FrontEnd:
     return FrontEnd.from_dict(ckpts[0]["frontend"])
 
 
-def input_mismatch(ckpts: list[dict], names: list[str]) -> str | None:
-    """A warning when the models disagree on removing band means: one trunk has one input,
-    and it follows the first model."""
-    cmn = {n: bool(c["arch_config"].get("cmn", False)) for n, c in zip(names, ckpts)}
-    if len(set(cmn.values())) < 2:
-        return None
-    first = cmn[names[0]]
-    apart = [n for n, on in cmn.items() if on != first]
-    return (f"the models disagree on removing band means (on: {', '.join(n for n, on in cmn.items() if on)}; "
-            f"off: {', '.join(n for n, on in cmn.items() if not on)}); the shared trunk follows {names[0]} "
-            f"({'on' if first else 'off'}), which can cost {', '.join(apart)} much of its accuracy; fine-tune "
-            f"them alike (--cmn or --no-cmn) to merge without that loss")
+def head_inputs(ckpts: list[dict]) -> list[bool] | None:
+    """Each model's band-mean removal when they disagree (the trunk then runs once per
+    input: a vowels head keeps the band means a word head removes); None when they agree."""
+    cmn = [bool(c["arch_config"].get("cmn", False)) for c in ckpts]
+    return cmn if len(set(cmn)) > 1 else None
+
+
+def _without_cmn(arch_config: dict) -> dict:
+    return {k: v for k, v in arch_config.items() if k != "cmn"}
 
 
 def shared_prefix(ckpts: list[dict]) -> int:
-    """Leading blocks equal bit for bit in every model (0 when the architectures differ)."""
+    """Leading blocks equal bit for bit in every model (0 when the architectures differ;
+    the input normalisation may differ, see head_inputs)."""
     first = ckpts[0]
-    if any(c["arch"] != first["arch"] or c["arch_config"] != first["arch_config"] for c in ckpts):
+    if any(c["arch"] != first["arch"] or _without_cmn(c["arch_config"]) != _without_cmn(first["arch_config"])
+           for c in ckpts):
         return 0
     n_blocks = n_blocks_of(first)
     for j in range(n_blocks):
@@ -128,7 +125,7 @@ def multihead_like(ckpts: list[dict], names: list[str], shared: int, fe: FrontEn
     heads = [[name, len(c["labels"])] for name, c in zip(names, ckpts)]
     return create_model(ARCH, sum(n for _, n in heads), fe.n_frames, fe.n_mels, base=ckpts[0]["arch"],
                         base_config=base_config, shared=shared, heads=heads,
-                        channels=widths[:shared] + own * len(ckpts))
+                        channels=widths[:shared] + own * len(ckpts), head_cmn=head_inputs(ckpts))
 
 
 def exact_merge(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) -> nn.Module:
@@ -149,7 +146,7 @@ def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: in
     student = multihead_like(ckpts, names, shared, fe)
     first = ckpts[0]
     for net, c in zip(student.nets, ckpts):
-        same = c["arch"] == first["arch"] and c["arch_config"] == first["arch_config"]
+        same = c["arch"] == first["arch"] and _without_cmn(c["arch_config"]) == _without_cmn(first["arch_config"])
         state = {}
         for k, v in first["state_dict"].items():
             block = k.split(".")[1] if k.startswith("blocks.") else None
@@ -237,9 +234,6 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
               "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
     exact = shared_prefix(ckpts)
     distill = distill or not exact
-    mismatch = input_mismatch(ckpts, names)
-    if mismatch and distributed.is_main():
-        print(f"warning: {mismatch}", file=sys.stderr)
     if shared is not None and not distill:
         raise EdgetuneError(f"the models share their first {exact} blocks exactly, so nothing is trained "
                             "and --shared does not apply; add --distill to distil a student instead")
@@ -280,4 +274,4 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
             "params_separate": sum(c["meta"]["params"] for c in ckpts),
             "macs": ckpt["meta"]["macs"], "macs_separate": sum(c["meta"]["macs"] for c in ckpts),
             "test_accuracy": merged_acc, "own_model_test_accuracy": own_acc, "history": history,
-            "warnings": [mismatch] if mismatch else []}
+            "trunk_passes": len(set(model.input_norms()))}
