@@ -41,7 +41,7 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     """Header facts without decoding; AudioError if the file is not audio."""
     try:
         info = sf.info(str(path))
-    except Exception as e:  # libsndfile says why in its own words
+    except Exception as e:  # noqa: BLE001 (libsndfile says why in its own words)
         raise AudioError(f"{path}: not a readable audio file ({_reason(e)})") from None
     return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
 
@@ -65,7 +65,7 @@ def load_audio(
         )
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any decoder failure is the file's)
         raise AudioError(f"{path}: cannot decode ({_reason(e)}); the file may be truncated") from None
     if len(data) == 0:
         raise AudioError(f"{path}: no decodable samples; the file may be truncated")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -126,6 +127,8 @@ def to_onnx(model: torch.nn.Module, fe: FrontEnd, path: Path, props: dict[str, s
             outputs: list[str] | None = None) -> None:
     import onnx
 
+    # the exporter warns, one line per operator, that torchvision (not needed here) is absent
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     x = torch.randn(2, 1, fe.n_frames, fe.n_mels)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each step

@@ -85,7 +85,7 @@ def test_ctrl_c_prints_summary(model, stream_wav):
         text=True,
         cwd=REPO,
         # a shell's background job (`pytest &`) ignores SIGINT, and children inherit that
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (no threads yet)
     )
     # on a busy machine start-up alone can take seconds: interrupt once playback has begun
     while "listening on" not in (line := p.stderr.readline()):

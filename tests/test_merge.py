@@ -79,7 +79,7 @@ def distilled(models, tmp_path_factory):
 
 
 def test_distilled_merge_has_one_trunk(distilled):
-    out, result = distilled
+    _, result = distilled
     assert result["how"] == "distilled" and result["shared_blocks"] == 5  # stem + 4 DS blocks
     assert result["params"] * 1.8 < result["params_separate"]
     assert set(result["test_accuracy"]) == {"low", "high"}

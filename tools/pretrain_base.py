@@ -72,8 +72,8 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
     lines = [
         f"# {args.model} base model (`models/{path.name}`)",
         "",
-        f"A {ckpt['arch']} trained from scratch on edgetune's built-in **synthetic** speech corpus, "
-        f"to be fine-tuned with `edgetune finetune --base models/{path.name}`.",
+        (f"A {ckpt['arch']} trained from scratch on edgetune's built-in **synthetic** speech corpus, "
+        f"to be fine-tuned with `edgetune finetune --base models/{path.name}`."),
         "",
         "| | |",
         "|---|---|",
@@ -81,16 +81,16 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         f"| params | {meta['params']:,} |",
         f"| MACs per 1 s clip | {meta['macs']:,} |",
         f"| file size | {path.stat().st_size / 1024:.0f} KB |",
-        f"| front end | {ckpt['frontend']['n_mels']} log-mel bands, {ckpt['frontend']['window_ms']:g} ms window, "
-        f"{ckpt['frontend']['hop_ms']:g} ms hop, {ckpt['frontend']['clip_seconds']:g} s clips |",
+        (f"| front end | {ckpt['frontend']['n_mels']} log-mel bands, {ckpt['frontend']['window_ms']:g} ms window, "
+        f"{ckpt['frontend']['hop_ms']:g} ms hop, {ckpt['frontend']['clip_seconds']:g} s clips |"),
         "",
         "## Data (synthetic)",
-        f"`edgetune data synth --task all --clips-per-word {args.clips_per_word} --seed {args.seed}`: "
+        (f"`edgetune data synth --task all --clips-per-word {args.clips_per_word} --seed {args.seed}`: "
         f"{corpus.get('clips', '?')} clips from {corpus.get('voices', {})} voice identities "
         "(eSpeak NG voices and variants, and the Piper `en_US-joe-medium` voice with formant-shifted "
         "pseudo-speakers). Splits are speaker-disjoint by the Speech Commands hash rule: "
         f"train {splits['train']}, val {splits['val']}, test {splits['test']} clips "
-        "(`_silence_` cut from generated background noise included).",
+        "(`_silence_` cut from generated background noise included)."),
         "",
         "## Accuracy (measured)",
         "| data | split | accuracy |",
@@ -103,8 +103,8 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
                      f"{real['accuracy']:.2%} |")
     lines += [
         "",
-        "Synthetic-voice accuracy says little about real people; the real-recording row is the one to "
-        "trust, and it was never used for training or model selection.",
+        ("Synthetic-voice accuracy says little about real people; the real-recording row is the one to "
+        "trust, and it was never used for training or model selection."),
         "",
         "## Recipe",
         f"`python tools/pretrain_base.py --model {args.model} --epochs {args.epochs} --batch-size "

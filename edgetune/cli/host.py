@@ -125,8 +125,9 @@ def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_s
             click.echo(f"epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  train {_pct(r['train_accuracy'])}"
                        f"  val {_pct(r['val_accuracy'])}  ({r['samples_per_s']:.0f} clips/s)")
 
-    kwargs = dict(base=base, model_name=model_name, teacher=teacher, cmn=cmn, command=_command_line(),
-                  progress=progress_enabled(), on_epoch=None if auto_trials else show)
+    kwargs = {"base": base, "model_name": model_name, "teacher": teacher, "cmn": cmn,
+              "command": _command_line(), "progress": progress_enabled(),
+              "on_epoch": None if auto_trials else show}
     if soup and not auto_trials:
         raise click.UsageError("--soup averages the trials of --auto N; add --auto")
     if auto_trials:

@@ -80,7 +80,7 @@ class Augmenter:
     def features(self, f: torch.Tensor) -> torch.Tensor:
         """Tempo, then SpecAugment, on [batch, 1, frames, n_mels]: masks set to each clip's mean."""
         f = self._tempo(f)
-        batch, _, frames, mels = f.shape
+        batch = f.shape[0]
         fill = f.mean(dim=(2, 3), keepdim=True)
         for size, axis, count in ((self.cfg.freq_mask_bins, 3, self.cfg.freq_masks),
                                   (self.cfg.time_mask_frames, 2, self.cfg.time_masks)):
@@ -117,7 +117,7 @@ class Augmenter:
         factor = float(_uniform(self.g, 1, *self.cfg.speed, "cpu"))
         n = x.shape[1]
         stretched = torch.nn.functional.interpolate(
-            x[:, None], size=max(int(round(n / factor)), 1), mode="linear", align_corners=False)[:, 0]
+            x[:, None], size=max(round(n / factor), 1), mode="linear", align_corners=False)[:, 0]
         if stretched.shape[1] >= n:
             start = (stretched.shape[1] - n) // 2
             return stretched[:, start : start + n]

@@ -8,6 +8,7 @@ Nothing on disk is modified.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def check_file(path: str) -> tuple[str | None, list[str]]:
         load_audio(path, TARGET_RATE)
     except AudioError as e:
         return str(e).split(": ", 1)[-1], []
-    except Exception as e:  # libsndfile errors mid-stream on damaged files
+    except Exception as e:  # noqa: BLE001 (libsndfile errors mid-stream on damaged files)
         return f"cannot decode ({type(e).__name__}: {str(e)[:120]})", []
     notes = []
     if info.sample_rate != TARGET_RATE:
@@ -98,7 +99,7 @@ def speaker_leaks(examples) -> dict[str, list[str]]:
 
 def _bin_names() -> list[str]:
     edges = (0.0,) + _DURATION_BINS
-    return [f"{lo:g}-{hi:g}s" for lo, hi in zip(edges, edges[1:])] + [f">{_DURATION_BINS[-1]:g}s"]
+    return [f"{lo:g}-{hi:g}s" for lo, hi in itertools.pairwise(edges)] + [f">{_DURATION_BINS[-1]:g}s"]
 
 
 def _duration_bin(seconds: float) -> str:

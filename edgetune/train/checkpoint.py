@@ -107,7 +107,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ModelError(f"{path}: no such checkpoint; pass a .pt written by edgetune")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any unpickling failure means the same to the user)
         raise ModelError(f"{path}: not a loadable edgetune checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
