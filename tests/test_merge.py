@@ -129,6 +129,14 @@ def test_heads_that_differ_in_band_means_get_their_own_trunk_input():
     assert [net.arch_config["cmn"] for net in apart.nets] == [True, False]
 
 
+def test_merge_prints_each_head_and_the_trunk_passes(models, tmp_path):
+    r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
+               "--out", tmp_path / "m.pt")
+    assert r.exit_code == 0, r.output
+    assert "the trunk runs 2 times per window" in r.output
+    assert "low" in r.output and "high" in r.output and "next: edgetune compress" in r.output
+
+
 def test_merge_says_when_shared_does_not_apply(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
                "--out", tmp_path / "m.pt", "--shared", 3)
