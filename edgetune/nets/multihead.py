@@ -97,19 +97,20 @@ class MultiHead(nn.Module):
         return self.head_cmn if self.head_cmn is not None else [None] * len(self.nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norms = list(dict.fromkeys(self.input_norms()))  # distinct, in head order
-        firsts = [self.input_norms().index(n) for n in norms]
+        norms = self.input_norms()
+        distinct = list(dict.fromkeys(norms))  # in head order
         # Each distinct input normalisation goes through the trunk as its own part of one
         # batch: every trunk module is called once, which quantization (QAT's conv-bn
         # folding) and export need, and the work is one pass per input either way.
-        y = torch.cat([self.nets[i].prepare(x) for i in firsts], dim=0) if len(norms) > 1 \
-            else self.nets[0].prepare(x)
+        inputs = [self.nets[norms.index(n)].prepare(x) for n in distinct]
+        y = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=0)
         for block in self.nets[0].blocks[: self.shared]:
             y = block(y)
         batch = x.shape[0]
-        trunk_out = {n: y[k * batch: (k + 1) * batch] for k, n in enumerate(norms)}
+        trunk_out = {n: y if len(distinct) == 1 else y[k * batch: (k + 1) * batch]
+                     for k, n in enumerate(distinct)}
         logits = []
-        for net, norm in zip(self.nets, self.input_norms()):
+        for net, norm in zip(self.nets, norms):
             z = trunk_out[norm]
             for block in net.blocks[self.shared:]:
                 z = block(z)

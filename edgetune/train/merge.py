@@ -96,16 +96,19 @@ def head_inputs(ckpts: list[dict]) -> list[bool] | None:
     return cmn if len(set(cmn)) > 1 else None
 
 
-def _without_cmn(arch_config: dict) -> dict:
-    return {k: v for k, v in arch_config.items() if k != "cmn"}
+def same_architecture(a: dict, b: dict) -> bool:
+    """Same net and widths; the input normalisation may differ (see head_inputs)."""
+    def body(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "cmn"}
+
+    return a["arch"] == b["arch"] and body(a["arch_config"]) == body(b["arch_config"])
 
 
 def shared_prefix(ckpts: list[dict]) -> int:
     """Leading blocks equal bit for bit in every model (0 when the architectures differ;
     the input normalisation may differ, see head_inputs)."""
     first = ckpts[0]
-    if any(c["arch"] != first["arch"] or _without_cmn(c["arch_config"]) != _without_cmn(first["arch_config"])
-           for c in ckpts):
+    if not all(same_architecture(c, first) for c in ckpts):
         return 0
     n_blocks = n_blocks_of(first)
     for j in range(n_blocks):
@@ -146,7 +149,7 @@ def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: in
     student = multihead_like(ckpts, names, shared, fe)
     first = ckpts[0]
     for net, c in zip(student.nets, ckpts):
-        same = c["arch"] == first["arch"] and _without_cmn(c["arch_config"]) == _without_cmn(first["arch_config"])
+        same = same_architecture(c, first)
         state = {}
         for k, v in first["state_dict"].items():
             block = k.split(".")[1] if k.startswith("blocks.") else None
