@@ -73,7 +73,8 @@ def test_exact_merge_shares_frozen_blocks_and_keeps_every_answer(models, exact):
 def distilled(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("distilled")
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
-               "--out", out / "merged.pt", "--distill", "--epochs", 2, "--batch-size", 16, "--json")
+               "--out", out / "merged.pt", "--distill", "--epochs", 2, "--batch-size", 16, "--distill-alpha", 0.8,
+               "--json")
     assert r.exit_code == 0, r.output
     return out, last_json(r.output)
 
@@ -83,6 +84,12 @@ def test_distilled_merge_has_one_trunk(distilled):
     assert result["how"] == "distilled" and result["shared_blocks"] == 5  # stem + 4 DS blocks
     assert result["params"] * 1.8 < result["params_separate"]
     assert set(result["test_accuracy"]) == {"low", "high"}
+
+
+def test_distilled_merge_records_its_training_recipe(distilled):
+    out, _ = distilled
+    train = load_checkpoint(out / "merged.pt")["meta"]["recipe"]["train"]
+    assert train["distill_alpha"] == 0.8 and train["epochs"] == 2
 
 
 def test_distilled_student_shares_the_first_blocks_and_starts_each_head_from_its_teacher(models):

@@ -35,12 +35,14 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--distill-alpha", default=0.7, show_default=True, type=click.FloatRange(0, 1),
+              help="Weight of the teachers' soft labels in the student's loss (the rest: its own labels).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
-def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr, device, seed, nproc,
-          as_json) -> None:
+def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr, distill_alpha, device, seed,
+          nproc, as_json) -> None:
     """One model for several tasks: a shared trunk, one head per input model.
 
     Models fine-tuned from one base with their first blocks frozen share those blocks
@@ -52,7 +54,7 @@ def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr
     from edgetune.train.loop import TrainConfig
     from edgetune.train.merge import merge as run
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, distill_alpha=0.7, device=device, seed=seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, distill_alpha=distill_alpha, device=device, seed=seed)
     result = run(list(checkpoints), out, names=names.split(",") if names else None,
                  data=_data_overrides(data), distill=distill, shared=shared, cfg=cfg, command=_command_line(),
                  progress=progress_enabled())
