@@ -6,10 +6,11 @@ Two ways, chosen by what the models share:
   own remaining blocks and classifier. Nothing is trained; every head answers
   exactly as its own model did.
 - distilled: otherwise (or with `distill=True`), a student whose first `shared`
-  blocks (default: all) are one trunk, with each head's other blocks and
-  classifier started from its teacher, learns on the union of the teachers'
-  data: each head from its teacher's soft labels on every clip, plus the hard
-  labels of its own clips. It trains with the teachers' own augmentation.
+  blocks (default: all) are one trunk, started from the teachers' trunks
+  averaged, with each head's other blocks and classifier started from its
+  teacher, learns on the union of the teachers' data: each head from its
+  teacher's soft labels on every clip, plus the hard labels of its own clips.
+  It trains with the teachers' own augmentation.
 
 The merged checkpoint lists its heads (`heads`: name and labels each); its
 `labels` are the heads' labels side by side, the model's output columns.
@@ -143,18 +144,28 @@ def n_blocks_of(ckpt: dict) -> int:
 
 
 def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int) -> nn.Module:
-    """The first `shared` blocks from the first model, one trunk for all heads; each head's
-    other blocks from its own teacher where it has the same architecture (else from the
-    first model), and its classifier from its teacher."""
+    """The first `shared` blocks one trunk for all heads, started from the teachers' trunks
+    averaged (they were fine-tuned from one base, so their average still works for every
+    task: measured, it starts each head far nearer its teacher than the first model's trunk
+    does); from the first model's alone when the architectures differ. Each head's other
+    blocks come from its own teacher where it has the same architecture (else from the first
+    model), and its classifier from its teacher."""
     student = multihead_like(ckpts, names, shared, fe)
     first = ckpts[0]
+    average = all(same_architecture(c, first) for c in ckpts)
     for net, c in zip(student.nets, ckpts):
         same = same_architecture(c, first)
         state = {}
         for k, v in first["state_dict"].items():
             block = k.split(".")[1] if k.startswith("blocks.") else None
             own = k.startswith("classifier.") or (block is not None and int(block) >= shared and same)
-            state[k] = c["state_dict"][k] if own else v
+            trunk = block is not None and int(block) < shared
+            if own:
+                state[k] = c["state_dict"][k]
+            elif trunk and average and v.is_floating_point():
+                state[k] = sum(t["state_dict"][k] for t in ckpts) / len(ckpts)
+            else:
+                state[k] = v
         net.load_state_dict(state)
     return student
 
