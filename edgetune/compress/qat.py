@@ -102,7 +102,11 @@ def convert(qat: QATModel) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     qat.eval()
-    return convert_pt2e(copy.deepcopy(qat.graph))
+    converted = convert_pt2e(copy.deepcopy(qat.graph))
+    # The graph's ops are in eval form already (qat.eval()); the flag, which the exported
+    # graph cannot switch with .eval(), is set directly so export does not warn of training mode.
+    converted.training = False
+    return converted
 
 
 def qat_model_from_checkpoint(ckpt: dict) -> QATModel:
