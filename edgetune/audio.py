@@ -83,9 +83,21 @@ def to_mono_rate(data: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     return mono
 
 
+WRITABLE_SUFFIXES = (".wav", ".flac")
+
+
+def check_writable_audio(path: str | os.PathLike) -> Path:
+    """The path, if `write_audio` can write its format (checked before long work, not after)."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise AudioError(f"{path}: cannot write audio as '{path.suffix or 'no extension'}'; "
+                         f"name it {' or '.join(WRITABLE_SUFFIXES)}")
+    return path
+
+
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM wav (or flac by extension) atomically: a temp file, then rename."""
-    path = Path(path)
+    path = check_writable_audio(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)

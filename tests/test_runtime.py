@@ -679,6 +679,15 @@ def test_make_stream_and_stream_eval(rec, model_path, tone_dir, tmp_path):
     assert json.loads(cli.stdout.strip().splitlines()[-1])["correct"] == r["correct"]
 
 
+def test_data_stream_names_its_wav_and_refuses_other_formats_before_building(tone_dir, tmp_path):
+    r = run_cli(["data", "stream", tone_dir, "--split", "all", "--minutes", "0.2", "--out", tmp_path / "s"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s.wav").exists() and (tmp_path / "s.csv").exists()
+    bad = run_cli(["data", "stream", tone_dir, "--minutes", "0.2", "--out", tmp_path / "s.mp4"])
+    assert bad.returncode == 1 and "s.mp4" in bad.stderr and ".wav or .flac" in bad.stderr
+    assert "Traceback" not in bad.stderr and not list(tmp_path.glob("*.mp4*"))
+
+
 def test_stream_eval_scoring_rules():
     from edgetune.runtime.stream import Detection
     from edgetune.runtime.streameval import Word, score_detections

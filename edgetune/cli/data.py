@@ -79,7 +79,8 @@ def synth(out, task, clips_per_word, unknown_clips, seed, workers, engines, soun
               help="Seconds of background between words (uniform range).")
 @click.option("--noise-rms", default=0.01, show_default=True, type=float)
 @click.option("--out", required=True, type=click.Path(path_type=str),
-              help="Stream wav; its truth CSV is written beside it (.csv).")
+              help="Stream wav (.wav added when it has no extension); its truth CSV is written "
+                   "beside it (.csv).")
 @click.option("--json", "as_json", is_flag=True)
 def stream(source, split, minutes, seed, gap, noise_rms, out, as_json) -> None:
     """Build a long labelled test stream (wav + truth CSV) from a dataset's clips."""
@@ -87,6 +88,8 @@ def stream(source, split, minutes, seed, gap, noise_rms, out, as_json) -> None:
 
     from edgetune.runtime.streameval import make_stream
 
+    if not Path(out).suffix:
+        out += ".wav"  # `--out streams/val` means streams/val.wav (+ streams/val.csv)
     truth = str(Path(out).with_suffix(".csv"))
     summary = make_stream(source, split=split, minutes=minutes, seed=seed, out_wav=out,
                           out_csv=truth, gap_s=tuple(gap), noise_rms=noise_rms)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.audio import MAX_LONG_SECONDS, load_audio, write_audio
+from edgetune.audio import MAX_LONG_SECONDS, check_writable_audio, load_audio, write_audio
 from edgetune.data.dataset import SILENCE, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_model, one_head
@@ -102,6 +102,7 @@ def make_stream(
 
     Clips come from `dataset_dir` (folder or CSV manifest), `_silence_` excluded; every
     label is kept (words a model lacks test its `_unknown_` handling). Returns a summary."""
+    check_writable_audio(out_wav)
     if minutes <= 0:
         raise DataError("minutes must be positive")
     if not 0 <= gap_s[0] <= gap_s[1]:
