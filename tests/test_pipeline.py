@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import make_tone_dataset
 
 from edgetune.cli import cli
+from edgetune.data.augment import AugmentConfig
 from edgetune.errors import DataError
 from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -71,7 +72,6 @@ def test_evaluate_checkpoint(run, data, tmp_path):
 
 
 def test_resume_after_interruption_matches_uninterrupted(data, tmp_path):
-    from edgetune.data.augment import AugmentConfig
     from edgetune.train import finetune as ft
     from edgetune.train.loop import TrainConfig, Trainer
 
@@ -197,9 +197,20 @@ def test_compress_prunes_and_quantizes(run, compressed):
     assert qat["meta"]["recipe"]["augment"] == tuned
 
 
+def test_finetune_noise_options_change_the_preset_and_are_recorded(data, tmp_path):
+    r = invoke("finetune", "--data", data, "--model", "dscnn-s", "--out", tmp_path / "n", "--epochs", 1,
+               "--batch-size", 16, "--augment", "light", "--noise-snr", 0, 30, "--noise-prob", 0.8, "--json")
+    assert r.exit_code == 0, r.output
+    augment = load_checkpoint(tmp_path / "n" / "finetuned.pt")["meta"]["recipe"]["augment"]
+    assert tuple(augment["snr_db"]) == (0.0, 30.0) and augment["noise_prob"] == 0.8
+    assert tuple(augment["tempo"]) == AugmentConfig.light().tempo  # the rest: light
+    bad = CliRunner().invoke(cli, ["finetune", "--data", str(data), "--model", "dscnn-s", "--out",
+                                   str(tmp_path / "b"), "--noise-snr", "30", "0"])
+    assert bad.exit_code == 1 and "LO <= HI" in bad.output and not (tmp_path / "b" / "finetuned.pt").exists()
+
+
 def test_compress_reads_the_finetune_augmentation():
     from edgetune.compress.pipeline import finetune_augment
-    from edgetune.data.augment import AugmentConfig
 
     light = dataclasses.asdict(AugmentConfig.light())
     assert finetune_augment({"meta": {"recipe": {"augment": light}}}) == AugmentConfig.light()
@@ -290,7 +301,6 @@ def test_two_process_finetune_matches_single_process(data, tmp_path):
 
 
 def test_augment_presets():
-    from edgetune.data.augment import AugmentConfig
 
     assert AugmentConfig.preset("default") == AugmentConfig()
     assert AugmentConfig.preset("light").noise_prob < AugmentConfig().noise_prob < AugmentConfig.strong().noise_prob

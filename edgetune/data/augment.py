@@ -9,9 +9,11 @@ All draws come from one torch.Generator, so a seed reproduces a run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
+
+from edgetune.errors import EdgetuneError
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,14 @@ class AugmentConfig:
         not: real spoken digits 77.5% -> 82.4% (README, "A word's length is not the word")."""
         return cls(speed=(0.95, 1.05), reverb_prob=0.15, noise_prob=0.5, snr_db=(10.0, 30.0),
                    gain_db=(-10.0, 6.0), tempo=(0.6, 1.6))
+
+    def with_noise(self, snr_db: tuple[float, float] | None = None,
+                   prob: float | None = None) -> AugmentConfig:
+        """This config with its background noise's SNR range and share of clips changed."""
+        if snr_db is not None and not snr_db[0] <= snr_db[1]:
+            raise EdgetuneError(f"--noise-snr {snr_db[0]:g} {snr_db[1]:g}: give LO HI with LO <= HI")
+        return replace(self, snr_db=tuple(snr_db) if snr_db is not None else self.snr_db,
+                       noise_prob=self.noise_prob if prob is None else prob)
 
     @classmethod
     def preset(cls, name: str) -> AugmentConfig:
