@@ -90,6 +90,8 @@ def test_distilled_merge_records_its_training_recipe(distilled):
     out, _ = distilled
     train = load_checkpoint(out / "merged.pt")["meta"]["recipe"]["train"]
     assert train["distill_alpha"] == 0.8 and train["epochs"] == 2
+    epochs = [json.loads(line) for line in (out / "merge-log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["val_accuracy"] <= 1 for e in epochs)
 
 
 def test_distilled_student_shares_the_averaged_trunk_and_starts_each_head_from_its_teacher(models):

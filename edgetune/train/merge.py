@@ -10,7 +10,8 @@ Two ways, chosen by what the models share:
   averaged, with each head's other blocks and classifier started from its
   teacher, learns on the union of the teachers' data: each head from its
   teacher's soft labels on every clip, plus the hard labels of its own clips.
-  It trains with the teachers' own augmentation.
+  It trains with the teachers' own augmentation, and logs each epoch to
+  `merge-log.jsonl` beside the merged checkpoint.
 
 The merged checkpoint lists its heads (`heads`: name and labels each); its
 `labels` are the heads' labels side by side, the model's output columns.
@@ -44,6 +45,8 @@ from edgetune.train.loop import (
     predict,
     use_all_cores,
 )
+
+MERGE_LOG = "merge-log.jsonl"
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -263,8 +266,11 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
     if not distill:
         model, how, history = exact_merge(ckpts, names, exact, fe), "exact", []
     else:
+        log = Path(out).parent / MERGE_LOG  # one line per epoch, as finetune's log.jsonl
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
         trainer = Trainer(distil_student(ckpts, names, fe, shared), fe, tensors.train, tensors.val, cfg,
-                          tensors.noise, teacher=teachers, progress=progress)
+                          tensors.noise, teacher=teachers, log_path=log, progress=progress)
         model, how, history = trainer.run(), "distilled", trainer.history
 
     test_feats = features_of(fe, tensors.test.clips, torch.device("cpu"))
