@@ -233,6 +233,9 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--target-macs", type=click.IntRange(1), help="Prune until MACs per clip <= N.")
 @click.option("--device-profile", "profile", help="Prune to a device profile's model-size budget (int8 bytes).")
 @click.option("--criterion", type=click.Choice(["l2", "bn_scale"]), default="l2", show_default=True)
+@click.option("--round-to", default=8, show_default=True, type=click.IntRange(1),
+              help="Keep pruned widths multiples of N: onnxruntime runs a 55-channel DS-CNN 3x slower "
+                   "than a 56-channel one (1: any width).")
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
 @click.option("--epochs-per-step", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(1))
@@ -243,7 +246,7 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
-def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, criterion, steps,
+def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, criterion, round_to, steps,
              epochs_per_step, qat_epochs, min_accuracy, max_drop, device, seed, nproc, as_json) -> None:
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
     if _relaunched(nproc):
@@ -258,7 +261,7 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
     if ratio is None and not (target_params or target_macs):
         ratio = 0.5
     cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs,
-                        criterion=criterion, steps=steps, epochs_per_step=epochs_per_step,
+                        criterion=criterion, round_to=round_to, steps=steps, epochs_per_step=epochs_per_step,
                         qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,
                         device=device, seed=seed)
     quiet = _quiet_unless_main()

@@ -46,6 +46,7 @@ class CompressConfig:
     target_params: int | None = None
     target_macs: int | None = None
     criterion: str = "l2"
+    round_to: int = 8  # pruned widths stay multiples of this: odd widths fall off fast CPU kernels
     steps: int = 2
     epochs_per_step: int = 4
     qat_epochs: int = 4
@@ -116,7 +117,7 @@ def prune_with_recovery(float_model, teacher, tensors, fe: FrontEnd, cc: Compres
     shape = (1, 1, fe.n_frames, fe.n_mels)
     model, best_acc, steps = copy.deepcopy(float_model), None, []
     for i, kwargs in enumerate(_schedule(cc, float_model, shape), start=1):
-        candidate = prune_model(model, shape, criterion=cc.criterion, **kwargs)
+        candidate = prune_model(model, shape, criterion=cc.criterion, round_to=cc.round_to, **kwargs)
         trainer = Trainer(candidate, fe, tensors.train, tensors.val,
                           _train_cfg(cc, cc.epochs_per_step, cc.lr), tensors.noise, teacher=teacher,
                           progress=progress)
