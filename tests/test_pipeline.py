@@ -302,7 +302,6 @@ def test_two_process_finetune_matches_single_process(data, tmp_path):
 
 
 def test_augment_presets():
-
     assert AugmentConfig.preset("default") == AugmentConfig()
     assert AugmentConfig.preset("light").noise_prob < AugmentConfig().noise_prob < AugmentConfig.strong().noise_prob
     with pytest.raises(ValueError, match="light, default, strong"):

@@ -71,10 +71,10 @@ def models(as_json: bool) -> None:
               show_default=True, help="Training augmentation: light suits the built-in corpus, "
                                       "strong suits tens of clips of one voice.")
 @click.option("--noise-snr", nargs=2, type=float, default=None, metavar="LO HI",
-              help="Background noise SNR range in dB, over the preset's (light: 10 30). A device in a "
+              help="Background noise SNR range in dB, instead of the preset's. A device in a "
                    "noisier place than the data wants it lower: 0 30 for the built-in streams.")
 @click.option("--noise-prob", type=click.FloatRange(0, 1), default=None,
-              help="Share of clips with background noise, over the preset's (light: 0.5).")
+              help="Share of clips with background noise, instead of the preset's.")
 @click.option("--cmn/--no-cmn", default=None,
               help="Remove each mel band's mean over the window inside the model (cepstral mean "
                    "normalisation): microphones and rooms matter less. Default: on, except with the "
