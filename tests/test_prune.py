@@ -177,6 +177,22 @@ def test_steps_round_to_and_inplace():
         torch.testing.assert_close(_rebuild(pruned)(X), pruned.eval()(X), rtol=0, atol=0)
 
 
+def test_a_budget_with_round_to_is_filled_from_the_input_side():
+    model = _model("dscnn-s")
+    channels = model.arch_config["channels"]
+    floor = count_params(prune_model(model, X, ratio=0.25, round_to=8))  # 64 -> 48 everywhere
+    budget = floor + 6000  # room for some layers at 56, not all
+    pruned = prune_model(model, X, target_params=budget, round_to=8)
+    widths = pruned.arch_config["channels"]
+    assert floor < count_params(pruned) <= budget
+    assert all(w % 8 == 0 and w <= c for w, c in zip(widths, channels))
+    assert widths[0] > 48  # widened from the input side first
+    for i, (w, c) in enumerate(zip(widths, channels)):  # and no layer has room for one more step
+        if w < c:
+            wider = create_model("dscnn-s", 10, channels=widths[:i] + [w + 8] + widths[i + 1:])
+            assert count_params(wider) > budget
+
+
 def test_iterative_schedule_helpers():
     rs = step_ratios(0.5, 4)
     keep = 1.0

@@ -172,6 +172,23 @@ def widths_for_ratio(channels: Sequence[int], ratio: float, *, round_to: int | N
     return out
 
 
+def fill_budget(widths: Sequence[int], channels: Sequence[int], step: int, fits) -> list[int]:
+    """Give back, one `step` of channels at a time, what rounding down took beyond the
+    budget: sweep the layers from the input side (a layer feeds every one after it; in a
+    merged model the trunk feeds every head), widening each whose next step still `fits`,
+    until a sweep widens nothing. Without this a budget between two multiples of `step`
+    falls to the lower one in every layer at once (64 -> 48 where 56 is just too big)."""
+    widths = [int(w) for w in widths]
+    grown = True
+    while grown:
+        grown = False
+        for i, c in enumerate(channels):
+            wider = widths[:i] + [min(int(c), widths[i] + step)] + widths[i + 1:]
+            if wider[i] > widths[i] and fits(wider):
+                widths, grown = wider, True
+    return widths
+
+
 def _validate(model, criterion, steps):
     if not (hasattr(model, "arch") and hasattr(model, "classifier")
             and hasattr(model, "width_modules")):
@@ -230,7 +247,9 @@ def prune_model(
     `example_input`), met with the smallest ratio that fits (bisection on the
     ratio; widths are predicted by rebuilding the architecture, so only the
     final pruning runs Torch-Pruning). Groups never drop below `min_channels`
-    (nor `round_to`); `round_to` keeps widths multiples of it.
+    (nor `round_to`); `round_to` keeps widths multiples of it, and with a budget the
+    layers rounding left narrower than the budget allows are widened back a step at a
+    time from the input side (`fill_budget`).
     `criterion`: "l2" (L2 weight magnitude) or "bn_scale" (BN |gamma|).
     `steps` > 1 removes the channels in that many rounds, re-scoring importance
     between them (no training: the prune -> fine-tune loop belongs to the caller).
@@ -292,6 +311,8 @@ def prune_model(
         chosen = hi
 
     widths = widths_at(chosen)
+    if budget and round_to:
+        widths = fill_budget(widths, channels0, int(round_to), lambda w: fits(*cost(w)))
     pruned = prune_to_widths(model, x, widths, criterion=criterion, steps=steps, inplace=inplace)
     params1, macs1 = cost(widths)  # exact: the widths and every tensor shape were checked
     if params1 != count_params(pruned):
