@@ -136,6 +136,21 @@ def test_more_unknown_clips_extend_the_corpus_in_place():
     assert {p.relpath for p in small} < {p.relpath for p in big}
 
 
+def test_near_miss_clips_add_sound_alike_words_and_keep_the_rest():
+    voices = {"espeak": get_engine("espeak").voices(np.random.default_rng(0), 5)}
+    plain = C.plan_corpus("digits", 4, 0, voices, unknown_clips=8)
+    near = C.plan_corpus("digits", 4, 0, voices, unknown_clips=8, near_miss_clips=25)
+    added = [p for p in near if p.relpath not in {q.relpath for q in plain}]
+    assert len(near) == len(plain) + 25 and len(added) == 25
+    assert [p.relpath for p in near[: len(plain)]] == [p.relpath for p in plain]
+    assert {p.label for p in added} == {C.UNKNOWN}
+    words = {p.word.text for p in added}
+    assert words == set(C.near_miss_words(C.DIGITS)) and {"free", "floor"} <= words
+    assert not words & set(C.DIGITS)
+    with pytest.raises(DataError, match="near-miss"):
+        C.plan_corpus("vowels", 2, 0, voices, near_miss_clips=3)
+
+
 def test_unknown_clips_refused_for_instruments(tmp_path):
     from click.testing import CliRunner
 

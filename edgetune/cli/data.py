@@ -42,6 +42,9 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--unknown-clips", type=click.IntRange(1),
               help="Clips of other words for `_unknown_` [default: --clips-per-word]; it holds "
                    "dozens of words, so a larger share helps it be recognised.")
+@click.option("--near-miss-clips", default=0, show_default=True, type=click.IntRange(0),
+              help="More `_unknown_` clips, of words that sound like the task's words (tree for "
+                   "three, floor for four): fewer of them heard as a word on a stream.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
 @click.option("--engines", default=None,
@@ -51,7 +54,8 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)
-def synth(out, task, clips_per_word, unknown_clips, seed, workers, engines, soundfont, as_json) -> None:
+def synth(out, task, clips_per_word, unknown_clips, near_miss_clips, seed, workers, engines, soundfont,
+          as_json) -> None:
     """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout.
 
     Re-running completes or reuses what is there."""
@@ -61,7 +65,7 @@ def synth(out, task, clips_per_word, unknown_clips, seed, workers, engines, soun
     out = out or str(corpus_dir(task))
     summary = build_corpus(out, task, clips_per_word=clips_per_word, seed=seed, workers=workers,
                            engines=engines or DEFAULT_ENGINES, progress=progress_enabled(), soundfont=soundfont,
-                           unknown_clips=unknown_clips)
+                           unknown_clips=unknown_clips, near_miss_clips=near_miss_clips)
     if as_json:
         echo_json(summary)
     else:

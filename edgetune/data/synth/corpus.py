@@ -53,6 +53,21 @@ UNKNOWN_WORDS = [
     "back", "help", "fish", "moon", "sun", "book", "car", "baby", "coffee", "paper",
     "yellow", "sister", "garden", "money", "kitchen",
 ]
+# Words that sound like a target word but are not it (never a homophone: no "won", "for",
+# "know"), for `near_miss_clips`: a stream's false accepts are other whole words heard as a
+# target ("tree" as "three"), and rejecting them takes examples close to the boundary.
+NEAR_MISSES = {
+    "zero": ["hero", "zebra"], "one": ["run", "fun"], "two": ["tube", "shoe"],
+    "three": ["free", "tree"], "four": ["floor", "door"], "five": ["fine", "hive"],
+    "six": ["sticks", "sick"], "seven": ["heaven", "sever"], "eight": ["late", "gate"],
+    "nine": ["mine", "line"],
+    "yes": ["yet", "chess"], "no": ["note", "snow"], "up": ["cup", "pup"], "down": ["town", "gown"],
+    "left": ["lift", "theft"], "right": ["ride", "bright"], "on": ["john", "gone"],
+    "off": ["cough", "of"], "stop": ["shop", "step"], "go": ["goal", "dough"],
+}
+# Near-miss clips are numbered from here, so they never share a file name or a random stream
+# with the other `_unknown_` clips, however many of those there are.
+NEAR_MISS_INDEX0 = 1_000_000
 TASKS = {"commands": COMMANDS, "digits": DIGITS, "vowels": VOWELS,
          "all": COMMANDS + DIGITS + VOWELS + UNKNOWN_WORDS}
 UNKNOWN = "_unknown_"
@@ -206,7 +221,7 @@ def task_labels(task: str, words: list[str] | None = None) -> tuple[list[str], b
 
 def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, list[Voice]],
                 words: list[str] | None = None, weights: dict[str, float] | None = None,
-                unknown_clips: int | None = None) -> list[ClipPlan]:
+                unknown_clips: int | None = None, near_miss_clips: int = 0) -> list[ClipPlan]:
     targets, with_unknown = task_labels(task, words)
     plans = [plan_clip(seed, w, i, make_word(w), voices, weights)
              for w in targets for i in range(clips_per_word)]
@@ -217,13 +232,25 @@ def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, lis
         n = clips_per_word if unknown_clips is None else unknown_clips
         plans += [plan_clip(seed, UNKNOWN, i, make_word(pool[order[i % len(pool)]]), voices, weights)
                   for i in range(n)]
+    if near_miss_clips:
+        near = near_miss_words(targets) if with_unknown else []
+        if not near:
+            raise DataError(f"no near-miss words for the {task} task's words; drop --near-miss-clips")
+        plans += [plan_clip(seed, UNKNOWN, NEAR_MISS_INDEX0 + i, make_word(near[i % len(near)]), voices, weights)
+                  for i in range(near_miss_clips)]
     return plans
+
+
+def near_miss_words(targets: list[str]) -> list[str]:
+    """The near misses of the target words that are not targets themselves, in a fixed order."""
+    return [w for t in targets for w in NEAR_MISSES.get(t, []) if w not in targets]
 
 
 def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, seed: int = 0,
                  workers: int | None = None, engines=DEFAULT_ENGINES, progress: bool = True, *,
                  words: list[str] | None = None, noise: bool = True,
-                 unknown_clips: int | None = None, soundfont: str | None = None) -> dict:
+                 unknown_clips: int | None = None, near_miss_clips: int = 0,
+                 soundfont: str | None = None) -> dict:
     """Write (or complete) a synthetic corpus in `out_dir`; returns a summary dict.
 
     task: commands | digits | vowels | all, or instruments (rendered from `soundfont`,
@@ -231,12 +258,14 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     overrides the task's word list (e.g. for a tiny test corpus). `engines`: the
     engine mix (see `parse_engine_weights`); engines not installed are skipped with a
     warning and the others share their part. `unknown_clips`: size of `_unknown_`
-    (default: clips_per_word). Existing clips are kept, so an interrupted build resumes."""
+    (default: clips_per_word); `near_miss_clips`: more `_unknown_` clips, of words that sound
+    like the targets (NEAR_MISSES). Existing clips are kept, so an interrupted build resumes."""
     if task == "instruments":
         from edgetune.data.synth.instruments import build_instruments
 
-        if unknown_clips is not None:
-            raise DataError("the instruments task has no `_unknown_` class; drop --unknown-clips")
+        if unknown_clips is not None or near_miss_clips:
+            raise DataError("the instruments task has no `_unknown_` class; drop --unknown-clips "
+                            "and --near-miss-clips")
         return build_instruments(out_dir, clips_per_word, seed, workers, soundfont, progress, noise)
     if soundfont is not None:
         raise DataError("a SoundFont renders the instruments task only; use --task instruments")
@@ -253,7 +282,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     total = sum(requested[n] for n in names)
     weights = {n: round(requested[n] / total, 6) for n in names}
     voices = voice_identities(seed, names)
-    plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips)
+    plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips, near_miss_clips)
     out.mkdir(parents=True, exist_ok=True)
 
     todo = [p for p in plans if not (out / p.relpath).exists()]
@@ -332,6 +361,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         # fills the window, so its bands' means are the vowel and models keep them.
         "cmn": task != "vowels",
         "clips_per_word": clips_per_word,
+        "near_miss_clips": near_miss_clips,
         "counts": counts,
         "n_clips": len(plans),
         "engines": names,
