@@ -140,7 +140,8 @@ def test_near_miss_clips_add_sound_alike_words_and_keep_the_rest():
     voices = {"espeak": get_engine("espeak").voices(np.random.default_rng(0), 5)}
     plain = C.plan_corpus("digits", 4, 0, voices, unknown_clips=8)
     near = C.plan_corpus("digits", 4, 0, voices, unknown_clips=8, near_miss_clips=25)
-    added = [p for p in near if p.relpath not in {q.relpath for q in plain}]
+    before = {q.relpath for q in plain}
+    added = [p for p in near if p.relpath not in before]
     assert len(near) == len(plain) + 25 and len(added) == 25
     assert [p.relpath for p in near[: len(plain)]] == [p.relpath for p in plain]
     assert {p.label for p in added} == {C.UNKNOWN}
