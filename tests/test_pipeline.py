@@ -267,6 +267,33 @@ def test_quantization_never_silently_does_nothing(run):
         prepare_qat(NoConv(), 98, 40)
 
 
+def test_int8_bcresnet_is_deterministic_in_eval_and_matches_onnxruntime(tmp_path):
+    """BC-ResNet's channel dropout must be off in the converted int8 graph, export's torch
+    reference: before, two evaluations of one batch differed and the parity check failed."""
+    import onnxruntime as ort
+
+    from edgetune.compress.qat import convert, prepare_qat
+    from edgetune.export import to_onnx
+    from edgetune.frontend import FrontEnd
+    from edgetune.nets import create_model
+
+    fe = FrontEnd()
+    model = create_model("bcresnet-1", 4, n_frames=fe.n_frames, n_mels=fe.n_mels)
+    model.arch = "bcresnet-1"
+    x = torch.randn(16, 1, fe.n_frames, fe.n_mels) * 3 - 4
+    qat = prepare_qat(model, fe.n_frames, fe.n_mels)
+    with torch.no_grad():
+        for _ in range(3):  # observers learn activation ranges
+            qat(x)
+        converted = convert(qat)
+        reference = converted(x)
+        assert torch.equal(reference, converted(x))
+    to_onnx(converted, fe, tmp_path / "b.onnx", {})
+    session = ort.InferenceSession(str(tmp_path / "b.onnx"), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {"features": x.numpy()})[0]
+    assert abs(onnx_logits - reference.numpy()).max() < 0.1 * reference.abs().max().item() + 1e-3
+
+
 def test_auto_search_picks_best_validation_trial(data, tmp_path):
     r = invoke("finetune", "--data", data, "--model", "dscnn-s", "--out", tmp_path, "--epochs", 1,
                "--batch-size", 32, "--auto", 2, "--json")
