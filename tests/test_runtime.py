@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -633,6 +634,29 @@ def test_commands_run_without_torch(tmp_path, model_path, tone_dir):
 
 
 # ---------------------------------------------------------------- streaming evaluation
+
+
+def test_make_stream_unknown_share_sets_the_mix_of_other_words(tone_dir, tmp_path):
+    from edgetune.errors import DataError
+    from edgetune.runtime.streameval import make_stream, read_truth
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tone_dir, mixed)
+    (mixed / "other").rename(mixed / "_unknown_")
+
+    def unknown_share(share):
+        wav = tmp_path / f"s{share}.wav"
+        info = make_stream(mixed, "all", minutes=3.0, seed=2, out_wav=wav, out_csv=wav.with_suffix(".csv"),
+                           gap_s=(0.5, 1.0), unknown_share=share)
+        words = read_truth(wav.with_suffix(".csv"))
+        assert info["unknown_words"] == sum(w.label == "_unknown_" for w in words)
+        return info["unknown_words"] / len(words)
+
+    assert unknown_share(0.0) == 0.0 and unknown_share(1.0) == 1.0
+    assert 0.3 < unknown_share(0.5) < 0.7  # 4 of 22 clips are other words: 18% without the option
+    with pytest.raises(DataError, match="needs both"):
+        make_stream(tone_dir, "all", minutes=1.0, out_wav=tmp_path / "n.wav", out_csv=tmp_path / "n.csv",
+                    unknown_share=0.5)
 
 
 def test_make_stream_and_stream_eval(rec, model_path, tone_dir, tmp_path):

@@ -85,8 +85,12 @@ def synth(out, task, clips_per_word, unknown_clips, near_miss_clips, seed, worke
 @click.option("--out", required=True, type=click.Path(path_type=str),
               help="Stream wav (.wav added when it has no extension); its truth CSV is written "
                    "beside it (.csv).")
+@click.option("--unknown-share", type=click.FloatRange(0, 1), default=None,
+              help="Share of `_unknown_` words [default: as the split has them]; e.g. a "
+                   "validation stream from a corpus with many other words, at the test "
+                   "stream's share.")
 @click.option("--json", "as_json", is_flag=True)
-def stream(source, split, minutes, seed, gap, noise_rms, out, as_json) -> None:
+def stream(source, split, minutes, seed, gap, noise_rms, out, unknown_share, as_json) -> None:
     """Build a long labelled test stream (wav + truth CSV) from a dataset's clips."""
     from pathlib import Path
 
@@ -96,11 +100,13 @@ def stream(source, split, minutes, seed, gap, noise_rms, out, as_json) -> None:
         out += ".wav"  # `--out streams/val` means streams/val.wav (+ streams/val.csv)
     truth = str(Path(out).with_suffix(".csv"))
     summary = make_stream(source, split=split, minutes=minutes, seed=seed, out_wav=out,
-                          out_csv=truth, gap_s=tuple(gap), noise_rms=noise_rms)
+                          out_csv=truth, gap_s=tuple(gap), noise_rms=noise_rms,
+                          unknown_share=unknown_share)
     if as_json:
         echo_json(summary)
     else:
-        click.echo(f"wrote {out} and {truth}: {summary['words']} words in "
+        click.echo(f"wrote {out} and {truth}: {summary['words']} words "
+                   f"({summary['unknown_words']} of them `_unknown_`) in "
                    f"{summary['seconds'] / 60:.1f} min; next: "
                    f"edgetune stream-eval MODEL.onnx --stream {out} --truth {truth}")
 

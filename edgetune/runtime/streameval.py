@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.audio import MAX_LONG_SECONDS, check_writable_audio, load_audio, write_audio
-from edgetune.data.dataset import SILENCE, load_dataset
+from edgetune.data.dataset import SILENCE, UNKNOWN, load_dataset
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_model, one_head
 from edgetune.runtime.stream import Decider, Detection, PosteriorStream, check_settings
@@ -96,12 +96,14 @@ def make_stream(
     noise_rms: float = 0.01,
     sample_rate: int = 16000,
     top_db: float = 40.0,  # -30 dB cut weak consonants: 3.3 points of clip accuracy lost
+    unknown_share: float | None = None,
 ) -> dict:
     """Write a `minutes`-long wav of the split's clips (trimmed at -top_db) over background
     noise, gaps drawn uniformly from `gap_s`, and its truth CSV `label,onset_s,offset_s`.
 
     Clips come from `dataset_dir` (folder or CSV manifest), `_silence_` excluded; every
-    label is kept (words a model lacks test its `_unknown_` handling). Returns a summary."""
+    label is kept (words a model lacks test its `_unknown_` handling). `unknown_share`
+    fixes the share of `_unknown_` words (default: as many as the split has). Returns a summary."""
     check_writable_audio(out_wav)
     if minutes <= 0:
         raise DataError("minutes must be positive")
@@ -118,13 +120,11 @@ def make_stream(
     audio, noise_source = _background(ds.noise_files, n, sample_rate, rng, noise_rms)
     words: list[Word] = []
     t = int(rng.uniform(*gap_s) * sample_rate)
-    order = rng.permutation(len(items))
+    next_clip = _clip_picker(items, rng, unknown_share, f"{dataset_dir} ({split})")
     k = 0
     while True:
-        it = items[order[k % len(items)]]
+        it = next_clip()
         k += 1
-        if k % len(items) == 0:
-            order = rng.permutation(len(items))
         clip = trim(load_audio(it.path, sample_rate), sample_rate, top_db)
         if len(clip) == 0:
             continue
@@ -148,8 +148,42 @@ def make_stream(
         "labels": sorted({w.label for w in words}),
         "split": split,
         "seed": seed,
+        "unknown_words": sum(w.label == UNKNOWN for w in words),
         "background": noise_source,
     }
+
+
+class _Rounds:
+    """Clips in rounds, each round every clip once in a fresh random order."""
+
+    def __init__(self, items: list, rng: np.random.Generator):
+        self.items, self.rng = items, rng
+        self.order = rng.permutation(len(items))
+        self.k = 0
+
+    def next(self):
+        it = self.items[self.order[self.k % len(self.items)]]
+        self.k += 1
+        if self.k % len(self.items) == 0:
+            self.order = self.rng.permutation(len(self.items))
+        return it
+
+
+def _clip_picker(items: list, rng: np.random.Generator, unknown_share: float | None, where: str):
+    """The stream's next clip: the split's clips in rounds; or, with `unknown_share`, an
+    `_unknown_` clip with that probability, else a word's, each kind in its own rounds (so a
+    corpus with many distinct other words can stand in for one whose few are repeated)."""
+    if unknown_share is None:
+        return _Rounds(items, rng).next
+    if not 0.0 <= unknown_share <= 1.0:
+        raise DataError(f"unknown share {unknown_share:g} is not in [0, 1]")
+    others = [e for e in items if e.label == UNKNOWN]
+    words = [e for e in items if e.label != UNKNOWN]
+    if (unknown_share > 0 and not others) or (unknown_share < 1 and not words):
+        raise DataError(f"{where}: an unknown share of {unknown_share:g} needs both `{UNKNOWN}` "
+                        "clips and word clips in the split")
+    pools = (_Rounds(words, rng) if words else None, _Rounds(others, rng) if others else None)
+    return lambda: pools[int(rng.random() < unknown_share)].next()
 
 
 def write_truth(path: str | os.PathLike, words: list[Word]) -> None:
