@@ -19,7 +19,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from test_runtime import EVENTS, REPO, SR, TONES, make_model, noise, run_cli, tone, tone_stream
+from test_runtime import (
+    EVENTS,
+    REPO,
+    SR,
+    TONES,
+    load_tool,
+    make_model,
+    noise,
+    run_cli,
+    tone,
+    tone_stream,
+)
 
 CLI = "import sys; from edgetune.cli import main; sys.argv[0] = 'edgetune'; main()"
 
@@ -110,18 +121,6 @@ def test_portaudio_missing_is_a_clear_error(model, tmp_path):
 
 
 # ---------------------------------------------------------------- virtual microphone
-
-
-def load_tool(name):
-    """A module of tools/ (not a package), loaded once."""
-    if name not in sys.modules:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture

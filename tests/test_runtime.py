@@ -114,6 +114,18 @@ def make_model(
     return Path(path)
 
 
+def load_tool(name):
+    """A module of tools/ (not a package), loaded once."""
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def tone(freq, seconds, amp=0.3, sr=SR, rng=None):
     t = np.arange(int(seconds * sr)) / sr
     x = amp * np.sin(2 * np.pi * freq * t)
@@ -761,3 +773,28 @@ def test_bench_runtime_tool(model_path, workdir):
     assert len(r["comparison"]) == 1 and r["comparison"][0]["size_ratio"] == pytest.approx(
         1.0, abs=0.05
     )
+
+
+def test_mine_negatives_keeps_windows_where_an_other_word_is_heard_as_a_word(rec, model_path, tmp_path):
+    """tools/mine_negatives.py: an other word that sounds like `mid` gives `_unknown_` clips of
+    exactly the heard window, in the train split; one heard as nothing, and target words, none."""
+    from edgetune.data.dataset import load_dataset
+    from edgetune.runtime.streameval import Word, write_truth
+
+    audio = noise(14.0, seed=3)
+    audio[int(2 * SR) : int(2.6 * SR)] += tone(TONES["mid"], 0.6)  # an other word heard as `mid`
+    audio[int(6 * SR) : int(6.6 * SR)] += tone(6500.0, 0.6)  # an other word heard as nothing
+    audio[int(10 * SR) : int(10.6 * SR)] += tone(TONES["low"], 0.6)  # a target word
+    wav, csv_path = tmp_path / "train.wav", tmp_path / "train.csv"
+    sf.write(wav, audio, SR, subtype="FLOAT")
+    write_truth(csv_path, [Word("_unknown_", 2.0, 2.6), Word("_unknown_", 6.0, 6.6), Word("low", 10.0, 10.6)])
+
+    out = tmp_path / "mined"
+    summary = load_tool("mine_negatives").mine(str(model_path), str(wav), str(csv_path), out,
+                                               min_score=0.5, per_word=3, tolerance_ms=750, hop_ms=100)
+    assert summary["other_words"] == 2 and summary["words_with_windows_kept"] == 1
+    assert summary["windows_kept"] == 3 and summary["heard_as"] == {"mid": 3}
+    clips = sorted((out / "_unknown_").glob("*.wav"))
+    assert len(clips) == 3 and all(sf.info(str(c)).frames == rec.frontend.clip_samples for c in clips)
+    ds = load_dataset(out, silence=False)
+    assert {(e.label, e.split) for e in ds.examples} == {("_unknown_", "train")}
