@@ -798,3 +798,30 @@ def test_mine_negatives_keeps_windows_where_an_other_word_is_heard_as_a_word(rec
     assert len(clips) == 3 and all(sf.info(str(c)).frames == rec.frontend.clip_samples for c in clips)
     ds = load_dataset(out, silence=False)
     assert {(e.label, e.split) for e in ds.examples} == {("_unknown_", "train")}
+
+
+def test_calibrate_save_writes_the_settings_into_the_model(model_path, tone_dir, tmp_path):
+    """`stream-eval --calibrate --save`: the settings found become the model's own (what
+    `listen` uses by default), with where they came from; the rest of the file is unchanged."""
+    from edgetune.runtime.model import load_model
+    from edgetune.runtime.streameval import make_stream
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(model_path, model)
+    wav, truth = tmp_path / "val.wav", tmp_path / "val.csv"
+    make_stream(tone_dir, "all", minutes=1.0, seed=4, out_wav=wav, out_csv=truth)
+    before = load_model(model)
+
+    r = run_cli(["stream-eval", model, "--stream", wav, "--truth", truth, "--calibrate", "--save", "--json"])
+    assert r.returncode == 0, r.stderr
+    best = json.loads(r.stdout.strip().splitlines()[-1])["best"]
+    after = load_model(model)
+    assert after.stream.to_dict() == {**before.stream.to_dict(), **best}
+    assert after.stream.to_dict() != before.stream.to_dict()  # the grid does not hold the defaults
+    calibrated = after.metadata["edgetune.stream"]["calibrated"]
+    assert calibrated["stream"] == str(wav) and calibrated["false_accepts_per_hour"] <= 2.0
+    assert after.labels == before.labels and after.frontend == before.frontend
+    assert not list(tmp_path.glob(".m.onnx.*"))  # no temp file left
+
+    r = run_cli(["stream-eval", model, "--stream", wav, "--truth", truth, "--save"])
+    assert r.returncode == 2 and "add --calibrate" in r.stderr

@@ -612,6 +612,11 @@ def record_cmd(
     help="With --calibrate: false-accept bound.",
 )
 @click.option(
+    "--save",
+    is_flag=True,
+    help="With --calibrate: write the settings found into MODEL, so `listen` uses them.",
+)
+@click.option(
     "--out", type=click.Path(dir_okay=False), default=None, help="Write the JSON result here."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -624,6 +629,7 @@ def stream_eval_cmd(
     tolerance_ms,
     calibrate,
     max_fa_per_hour,
+    save,
     out,
     as_json,
     head,
@@ -642,6 +648,10 @@ def stream_eval_cmd(
                 "--calibrate searches --average-ms, --threshold and --suppress-ms; give only --hop-ms"
             )
         r = S.calibrate(model, wav, truth, tolerance_ms, max_fa_per_hour, hop_ms=hop_ms, head=head)
+        if save:
+            S.save_calibration(model, r, wav, head)
+    elif save:
+        raise click.UsageError("--save writes what --calibrate finds; add --calibrate")
     else:
         r = S.stream_eval(
             model, wav, truth, tolerance_ms, hop_ms, average_ms, threshold, suppress_ms, head=head
@@ -661,6 +671,8 @@ def stream_eval_cmd(
         )
         if r["note"]:
             click.echo(f"note: {r['note']}")
+        if save:
+            click.echo(f"saved into {model}: `edgetune listen {model}` uses these settings")
     else:
         click.echo(S.format_eval(r))
 

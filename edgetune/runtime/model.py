@@ -334,3 +334,36 @@ def _head_stream(rec: Recogniser, head: Head) -> dict:
         if e.get("name") == head.name and isinstance(e.get("stream"), dict):
             return e["stream"]
     return {}
+
+
+def save_stream_settings(path: str | os.PathLike, settings: StreamSettings, head: str | None = None,
+                         calibrated: dict | None = None) -> None:
+    """Write stream settings into the model file's metadata (`edgetune.stream`, or the head's
+    entry of `edgetune.heads`), so `listen` and `stream-eval` use them by default; `calibrated`
+    records where they came from. Rewrites the file atomically; needs the `onnx` package."""
+    try:
+        import onnx
+    except ImportError:
+        raise DeviceError("saving settings into the model needs the onnx package (pip install onnx); "
+                          "or pass them to `listen` as --average-ms/--threshold/--suppress-ms") from None
+    path = Path(path)
+    proto = onnx.load(str(path))
+    props = {p.key: p for p in proto.metadata_props}
+    chosen = {k: getattr(settings, k) for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")}
+    if calibrated:
+        chosen["calibrated"] = calibrated
+    key = "edgetune.heads" if head else "edgetune.stream"
+    if key not in props:
+        raise ModelError(f"{path}: no `{key}` metadata to update; {EXPORT_HINT}")
+    value = json.loads(props[key].value)
+    if head:
+        entry = next((e for e in value if e.get("name") == head), None)
+        if entry is None:
+            raise ModelError(f"{path}: no head named {head!r}")
+        entry["stream"] = {**(entry.get("stream") or {}), **chosen}
+    else:
+        value = {**value, **chosen}
+    props[key].value = json.dumps(value)
+    from edgetune.files import write_bytes_atomic
+
+    write_bytes_atomic(path, proto.SerializeToString())

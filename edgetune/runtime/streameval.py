@@ -449,6 +449,21 @@ def calibrate(
     }
 
 
+def save_calibration(model: str | os.PathLike, result: dict, wav: str | os.PathLike,
+                     head: str | None = None) -> None:
+    """Write what `calibrate` found into the model file (see `save_stream_settings`),
+    with the stream and the figures it was chosen on; refused when no setting met the bound."""
+    from edgetune.runtime.model import save_stream_settings
+
+    if not result["constraint_met"]:
+        raise EdgetuneError(f"no setting met <= {result['max_fa_per_hour']:g} false accepts an hour "
+                            f"on {wav}; nothing saved into {model}")
+    r = result["result"]
+    save_stream_settings(model, StreamSettings.from_dict(result["best"]), head, calibrated={
+        "stream": str(wav), "max_fa_per_hour": result["max_fa_per_hour"],
+        "correct_pct": r["correct_pct"], "false_accepts_per_hour": r["false_accepts_per_hour"]})
+
+
 def format_eval(r: dict) -> str:
     s = r["settings"]
 
