@@ -825,3 +825,28 @@ def test_calibrate_save_writes_the_settings_into_the_model(model_path, tone_dir,
 
     r = run_cli(["stream-eval", model, "--stream", wav, "--truth", truth, "--save"])
     assert r.returncode == 2 and "add --calibrate" in r.stderr
+
+
+def test_set_metadata_changes_one_entry_and_keeps_the_rest_of_the_file(model_path, tmp_path):
+    """The device side rewrites metadata without the onnx package; onnx reads the result."""
+    import onnx
+
+    from edgetune.errors import ModelError
+    from edgetune.runtime.onnxmeta import read_metadata, set_metadata
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(model_path, path)
+    before = onnx.load(str(path))
+    assert read_metadata(path) == {p.key: p.value for p in before.metadata_props}
+    set_metadata(path, "edgetune.stream", '{"threshold": 0.5}')
+    set_metadata(path, "note", "ünïcode")
+    after = onnx.load(str(path))
+    onnx.checker.check_model(after)
+    assert after.graph.SerializeToString() == before.graph.SerializeToString()
+    assert after.ir_version == before.ir_version and after.opset_import == before.opset_import
+    expected = {p.key: p.value for p in before.metadata_props} | {
+        "edgetune.stream": '{"threshold": 0.5}', "note": "ünïcode"}
+    assert {p.key: p.value for p in after.metadata_props} == expected == read_metadata(path)
+    (tmp_path / "bad.onnx").write_bytes(b"\x0a\xff\xff")
+    with pytest.raises(ModelError, match="not a readable ONNX file"):
+        set_metadata(tmp_path / "bad.onnx", "k", "v")

@@ -340,22 +340,17 @@ def save_stream_settings(path: str | os.PathLike, settings: StreamSettings, head
                          calibrated: dict | None = None) -> None:
     """Write stream settings into the model file's metadata (`edgetune.stream`, or the head's
     entry of `edgetune.heads`), so `listen` and `stream-eval` use them by default; `calibrated`
-    records where they came from. Rewrites the file atomically; needs the `onnx` package."""
-    try:
-        import onnx
-    except ImportError:
-        raise DeviceError("saving settings into the model needs the onnx package (pip install onnx); "
-                          "or pass them to `listen` as --average-ms/--threshold/--suppress-ms") from None
-    path = Path(path)
-    proto = onnx.load(str(path))
-    props = {p.key: p for p in proto.metadata_props}
+    records where they came from. The file is rewritten atomically, the rest of it unchanged."""
+    from edgetune.runtime.onnxmeta import read_metadata, set_metadata
+
     chosen = {k: getattr(settings, k) for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")}
     if calibrated:
         chosen["calibrated"] = calibrated
     key = "edgetune.heads" if head else "edgetune.stream"
-    if key not in props:
+    meta = read_metadata(path)
+    if key not in meta:
         raise ModelError(f"{path}: no `{key}` metadata to update; {EXPORT_HINT}")
-    value = json.loads(props[key].value)
+    value = json.loads(meta[key])
     if head:
         entry = next((e for e in value if e.get("name") == head), None)
         if entry is None:
@@ -363,7 +358,4 @@ def save_stream_settings(path: str | os.PathLike, settings: StreamSettings, head
         entry["stream"] = {**(entry.get("stream") or {}), **chosen}
     else:
         value = {**value, **chosen}
-    props[key].value = json.dumps(value)
-    from edgetune.files import write_bytes_atomic
-
-    write_bytes_atomic(path, proto.SerializeToString())
+    set_metadata(path, key, json.dumps(value))
