@@ -32,8 +32,7 @@ from edgetune.audio import MAX_LONG_SECONDS, load_audio, write_audio
 from edgetune.data.dataset import UNKNOWN, which_split
 from edgetune.files import write_json_atomic
 from edgetune.runtime.model import NON_EVENTS, load_model
-from edgetune.runtime.stream import PosteriorStream
-from edgetune.runtime.streameval import read_truth
+from edgetune.runtime.streameval import read_truth, stream_posteriors
 
 
 def train_speaker(stem: str) -> str:
@@ -44,19 +43,13 @@ def train_speaker(stem: str) -> str:
     return f"{stem}{k}"
 
 
-def posteriors(rec, audio: np.ndarray, hop_ms: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times [n], posteriors [n, classes]) of the whole stream, one per hop."""
-    stream = PosteriorStream(rec, hop_ms)
-    out = [p for i in range(0, len(audio), 16000) for p in stream.push(audio[i : i + 16000])]
-    return np.array([t for t, _ in out]), np.stack([p for _, p in out])
-
-
 def mine(model: str, stream: str, truth: str, out: Path, min_score: float, per_word: int,
          tolerance_ms: float, hop_ms: float) -> dict:
     rec = load_model(model)
     fe = rec.frontend
     audio = load_audio(stream, fe.sample_rate, max_seconds=MAX_LONG_SECONDS)
-    times, probs = posteriors(rec, audio, hop_ms)
+    post = stream_posteriors(rec, audio, hop_ms)  # (time, posterior) per hop
+    times, probs = np.array([t for t, _ in post]), np.stack([p for _, p in post])
     reportable = np.array([lab not in NON_EVENTS for lab in rec.labels])
     top = np.where(reportable, probs, -1.0).argmax(axis=1)
     score = probs[np.arange(len(probs)), top]
