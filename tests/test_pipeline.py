@@ -378,3 +378,29 @@ def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path,
     capsys.readouterr()
     finetune_real.main()  # everything already measured: nothing is trained again
     assert "{" not in capsys.readouterr().out.split("Real:")[0]
+
+
+def test_qat_starts_from_calibrated_ranges_and_never_ends_below_them(run, data):
+    """compress calibrates the int8 ranges on training clips before QAT, and keeps that
+    start unless an epoch beats it on validation; here an epoch with a ruinous learning
+    rate must not replace it."""
+    from edgetune.compress.pipeline import calibration_clips
+    from edgetune.compress.qat import calibrate, prepare_qat
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.loop import TrainConfig, Trainer, features_of
+    from edgetune.train.merge import checkpoint_tensors
+
+    ckpt = load_checkpoint(run / "finetuned.pt")
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    tensors = checkpoint_tensors(ckpt, data)
+    qat = prepare_qat(model_from_checkpoint(ckpt).eval(), fe.n_frames, fe.n_mels)
+    calibrate(qat, features_of(fe, calibration_clips(tensors.train.clips, seed=0), torch.device("cpu")))
+    trainer = Trainer(qat, fe, tensors.train, tensors.val, TrainConfig(epochs=1, lr=100.0, batch_size=16,
+                      warmup_epochs=0, device="cpu"), noise=[])
+    start = trainer.keep_start()
+    assert start["val_accuracy"] >= ckpt["meta"]["metrics"]["val_accuracy"] - 0.1  # int8, untrained
+    kept = {k: v.clone() for k, v in trainer.best_state.items()}
+    best = trainer.run()
+    assert trainer.history[-1]["val_accuracy"] < start["val_accuracy"]  # the epoch did harm...
+    diff = [k for k, v in best.state_dict().items() if not torch.equal(v, kept[k])]
+    assert not diff  # ...and was not kept

@@ -238,7 +238,8 @@ def evaluate(model, data, split, out, device, as_json) -> None:
                    "than a 56-channel one (1: any width).")
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
 @click.option("--epochs-per-step", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(0),
+              help="0: int8 ranges calibrated on training clips, no QAT training")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Stop pruning before val accuracy falls under this.")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="...or under the fine-tuned val accuracy minus this.")

@@ -136,6 +136,12 @@ def prune_with_recovery(float_model, teacher, tensors, fe: FrontEnd, cc: Compres
     return model, best_acc, steps
 
 
+def calibration_clips(clips: torch.Tensor, seed: int, n: int = 2000) -> torch.Tensor:
+    """A seeded random `n` of the training clips, for the int8 activation ranges."""
+    order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(seed))
+    return clips[order[:n]]
+
+
 def candidate_summary(model, shape) -> dict:
     from edgetune.nets import count_macs, count_params
 
@@ -145,7 +151,7 @@ def candidate_summary(model, shape) -> dict:
 def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | Path | None = None,
              cc: CompressConfig | None = None, command: str = "", progress: bool = False,
              log=print) -> dict:
-    from edgetune.compress.qat import SCHEME, prepare_qat
+    from edgetune.compress.qat import SCHEME, calibrate, prepare_qat
 
     cc = cc or CompressConfig()
     checkpoint = Path(checkpoint)
@@ -189,9 +195,11 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
         save_checkpoint(pruned_ckpt, out / PRUNED)
 
     qat = prepare_qat(pruned.cpu(), fe.n_frames, fe.n_mels)
+    calibrate(qat, features_of(fe, calibration_clips(tensors.train.clips, cc.seed), torch.device("cpu")))
     trainer = Trainer(qat, fe, tensors.train, tensors.val, _train_cfg(cc, cc.qat_epochs, cc.qat_lr),
                       tensors.noise, teacher=teacher, progress=progress)
-    qat = trainer.run()
+    log(f"qat: calibrated, before training: val {trainer.keep_start()['val_accuracy']:.4f}")
+    qat = trainer.run(on_epoch=lambda r: log(f"qat epoch {r['epoch']}: val {r['val_accuracy']:.4f}"))
     qat_val, qat_test = scores(qat.to(device))
     log(f"qat: val {qat_val:.4f} test {qat_test:.4f}")
     result = {"pruned": str(out / PRUNED), "qat": str(out / QAT), "prune_steps": steps, "floor": floor}

@@ -112,6 +112,18 @@ def prepare_qat(model: nn.Module, n_frames: int, n_mels: int, weight_bits: int =
     return QATModel(graph, model.arch, model.arch_config).train()
 
 
+def calibrate(qat: QATModel, features: torch.Tensor, batch_size: int = 64) -> QATModel:
+    """Set the activation ranges from `features` with the network in eval form, before QAT
+    trains. Left to the first training batches, the ranges start wrong and the first steps
+    train against them: BC-ResNet-3 lost 3 points of validation accuracy in QAT (96.7% float,
+    93.4% after 2 epochs), while the same graph calibrated here, untrained, scored 96.5%."""
+    qat.eval()
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            qat(features[start:start + batch_size])
+    return qat.train()
+
+
 def convert(qat: QATModel) -> torch.fx.GraphModule:
     """The QDQ graph for export (fake-quant replaced by quantize/dequantize ops)."""
     import copy

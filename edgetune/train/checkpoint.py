@@ -74,10 +74,21 @@ def make_checkpoint(
         "arch_config": dict(model.arch_config),
         "labels": list(labels),
         "frontend": frontend.to_dict(),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": cpu_state(model),
         "quant": quant,
         "meta": meta,
     }
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """A detached CPU copy of `model.state_dict()` that keeps its `_metadata` (each module's
+    version). Without it load_state_dict treats every module as version 1, and the int8
+    observers then reset their `eps` buffer to float32's: a QAT model trained with the
+    quantizer's eps (2**-12) came back from its checkpoint with another."""
+    state = model.state_dict()
+    copied = type(state)((k, v.detach().cpu().clone()) for k, v in state.items())
+    copied._metadata = getattr(state, "_metadata", None)
+    return copied
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> str:

@@ -24,6 +24,7 @@ from edgetune.data.augment import AugmentConfig, Augmenter
 from edgetune.frontend import FrontEnd
 from edgetune.nets.multihead import head_slices
 from edgetune.train import distributed
+from edgetune.train.checkpoint import cpu_state
 from edgetune.train.features import LogMel
 
 
@@ -300,12 +301,22 @@ class Trainer:
                 "seconds": round(time.time() - t0, 2),
                 "samples_per_s": round(len(order) * distributed.world_size() / max(time.time() - t0, 1e-9), 1)}
 
+    def keep_start(self) -> dict:
+        """Score the model as it is now and keep it as epoch 0, so `run()` returns it unless
+        an epoch beats it on validation (QAT from calibrated ranges can only gain)."""
+        val_acc = accuracy(predict(self.model, self.val_features, self.device), self.val_targets, self.slices)
+        self.best_acc = val_acc
+        self.best_state = cpu_state(self.model)
+        record = {"epoch": 0, "val_accuracy": round(val_acc, 4), "best_val_accuracy": val_acc}
+        self.history.append(record)
+        return record
+
     def run(self, on_epoch: Callable[[dict], None] | None = None) -> torch.nn.Module:
         while self.epoch < self.cfg.epochs:
             record = self.run_epoch()
             if record["val_accuracy"] > self.best_acc or self.best_state is None:
                 self.best_acc = record["val_accuracy"]
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                self.best_state = cpu_state(self.model)
             record["best_val_accuracy"] = self.best_acc
             self.history.append(record)
             if self.log_path and distributed.is_main():
@@ -323,7 +334,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
-            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "model": cpu_state(self.model),
             "best_state": self.best_state,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
