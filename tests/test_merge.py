@@ -139,6 +139,51 @@ def test_heads_that_differ_in_band_means_get_their_own_trunk_input():
     assert [net.arch_config["cmn"] for net in apart.nets] == [True, False]
 
 
+def test_heads_branch_off_at_their_own_depths():
+    """shared=[2, 3, 3]: blocks 0-1 are one module for all; block 2 one module for the last
+    two heads; each head's own blocks after. The merged output is each head's net run
+    alone, the checkpoint rebuilds it exactly, and pruning keeps that true."""
+    from edgetune.compress.prune import count_params, prune_model
+    from edgetune.nets import create_model
+
+    torch.manual_seed(0)
+    heads = [["w", 3], ["d", 4], ["v", 2]]
+    tree = create_model("multihead", 9, base="dscnn-s", base_config={}, shared=[2, 3, 3], heads=heads,
+                        channels=[16, 16, 16, 24, 24, 24, 16, 16, 16, 16], head_cmn=[True, True, False]).eval()
+    w, d, v = tree.nets
+    assert w.blocks[1] is d.blocks[1] is v.blocks[1] and d.blocks[2] is v.blocks[2]
+    assert w.blocks[2] is not d.blocks[2] and d.blocks[3] is not v.blocks[3]
+    assert tree.arch_config["shared"] == [2, 3, 3] and len(tree.blocks) == 2
+    assert [net.arch_config["channels"] for net in tree.nets] == [
+        [16, 16, 24, 24, 24], [16, 16, 16, 16, 16], [16, 16, 16, 16, 16]]
+    x = torch.randn(2, 1, 98, 40) + torch.linspace(0, 3, 40)
+    with torch.no_grad():
+        assert torch.allclose(tree(x), torch.cat([net(x) for net in tree.nets], 1), atol=1e-5)
+        rebuilt = create_model("multihead", 9, **tree.arch_config)
+        rebuilt.load_state_dict(tree.state_dict())
+        assert torch.equal(rebuilt.eval()(x), tree(x))
+    separate = sum(count_params(net) for net in tree.nets)
+    assert count_params(tree) < separate
+    pruned = prune_model(tree, x, target_params=count_params(tree) - 1500, round_to=8).eval()
+    assert count_params(pruned) <= count_params(tree) - 1500
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), torch.cat([net(x) for net in pruned.nets], 1), atol=1e-5)
+
+
+def test_distilled_tree_averages_each_block_over_the_heads_that_share_it(models):
+    from edgetune.frontend import FrontEnd
+    from edgetune.train.merge import distil_student
+
+    ckpts = [load_checkpoint(models / n / "finetuned.pt") for n in ("low", "high", "low")]
+    student = distil_student(ckpts, ["a", "b", "c"], FrontEnd.from_dict(ckpts[0]["frontend"]), shared=[2, 4, 4])
+    a, b, c = (net.state_dict() for net in student.nets)
+    low, high = ckpts[0]["state_dict"], ckpts[1]["state_dict"]
+    assert torch.allclose(a["blocks.1.pw.weight"], (2 * low["blocks.1.pw.weight"] + high["blocks.1.pw.weight"]) / 3)
+    assert torch.allclose(b["blocks.3.pw.weight"], (high["blocks.3.pw.weight"] + low["blocks.3.pw.weight"]) / 2)
+    assert torch.equal(a["blocks.3.pw.weight"], low["blocks.3.pw.weight"])  # its own, from its teacher
+    assert torch.equal(c["blocks.4.pw.weight"], low["blocks.4.pw.weight"])
+
+
 def test_merge_prints_each_head_and_the_trunk_passes(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
                "--out", tmp_path / "m.pt")
@@ -154,6 +199,9 @@ def test_merge_says_when_shared_does_not_apply(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
                "--out", tmp_path / "m.pt", "--distill", "--shared", 9)
     assert r.exit_code != 0 and "share 1 to 5" in r.output
+    r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
+               "--out", tmp_path / "m.pt", "--distill", "--shared", "2,3,4")
+    assert r.exit_code != 0 and "one per head (2)" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "m.pt").exists()
 
 

@@ -236,6 +236,11 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     assert props["edgetune.format"] == "edgetune.onnx/1"
     assert props["edgetune.labels"] == ["_silence_", "high", "low", "mid"]
     assert [link["stage"] for link in props["edgetune.lineage"]] == ["qat", "pruned", "finetuned"]
+    # nothing that restates a default: unit strides, group 1, a quantizer's axis 1
+    graph = onnx.load(int8["onnx"]).graph
+    said = {(n.op_type, a.name) for n in graph.node for a in n.attribute}
+    assert not said & {("Conv", "auto_pad"), ("Conv", "dilations"), ("QuantizeLinear", "axis")}
+    assert any(a.name == "group" for n in graph.node if n.op_type == "Conv" for a in n.attribute)  # depthwise
 
     r = invoke("verify", int8["onnx"], "--data", data, "--split", "val", "--min-accuracy", 0.5, "--json")
     assert r.exit_code == 0, r.output

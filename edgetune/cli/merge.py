@@ -12,6 +12,12 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _blocks(shared) -> str:
+    if isinstance(shared, int):
+        return f"{shared} blocks"
+    return "blocks per head " + ",".join(str(d) for d in shared)
+
+
 def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -22,6 +28,18 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _depths(ctx, param, value: str | None) -> int | list[int] | None:
+    if value is None:
+        return None
+    try:
+        depths = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number of blocks, or one per head: 3 or 3,4,4") from None
+    if min(depths) < 1:
+        raise click.BadParameter(f"{value!r}: share at least one block")
+    return depths[0] if len(depths) == 1 else depths
+
+
 @click.command()
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=str), help="The merged checkpoint (.pt).")
@@ -30,8 +48,9 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
               help="A head's dataset, where its model's recorded one moved (repeatable).")
 @click.option("--distill", is_flag=True, help="Distil into one shared trunk even when the models "
                                               "share early blocks exactly.")
-@click.option("--shared", type=click.IntRange(1), help="Blocks the distilled student shares; each head "
-              "keeps its own copy of the rest, started from its teacher [default: all].")
+@click.option("--shared", callback=_depths, help="Blocks the distilled student shares; each head keeps "
+              "its own copy of the rest, started from its teacher. One number, or one per head (3,4,4: "
+              "the first head branches off after 3 blocks, the others share a 4th) [default: all].")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float)
@@ -63,7 +82,7 @@ def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr
     if as_json:
         echo_json({k: v for k, v in result.items() if k != "history"})
         return
-    click.echo(f"merged {len(result['heads'])} models ({result['how']}, {result['shared_blocks']} shared blocks): "
+    click.echo(f"merged {len(result['heads'])} models ({result['how']}, {_blocks(result['shared_blocks'])} shared): "
                f"{result['params']:,} params vs {result['params_separate']:,} apart, "
                f"{result['macs']:,} MACs vs {result['macs_separate']:,}")
     if result["trunk_passes"] > 1:

@@ -8,10 +8,17 @@ pruning and quantization see one ordinary tensor; `head_slices` says which
 columns belong to which head, and the ONNX export names each slice
 `logits_<head>`.
 
-Widths follow the registry's convention (one entry per block), flattened: the
-shared blocks' widths, then each head's own blocks' widths. So
-`arch_config["channels"]`, read back from the modules, follows pruning like any
-other net's.
+`shared` may also give each head its own depth (`[3, 4, 4]`): block j is one
+module for every head whose depth is over j, and each other head keeps its own
+copy. So heads can branch off the trunk at different blocks, a tree: with
+`[3, 4, 4]` the first head owns its last two blocks, and the other two share a
+fourth block before each owns the fifth. A head that needs more capacity of its
+own gets it without every head paying for it.
+
+Widths follow the registry's convention (one entry per block), flattened: for
+each block that some heads share, its width; then each head's own blocks'
+widths. So `arch_config["channels"]`, read back from the modules, follows
+pruning like any other net's.
 
 Heads may differ in their input normalisation (`head_cmn`: band means removed
 or not, per head): the trunk's weights stay shared, and it runs once per
@@ -29,7 +36,7 @@ ARCH = "multihead"
 
 class MultiHead(nn.Module):
     def __init__(self, n_classes: int, n_frames: int = 98, n_mels: int = 40, *, base: str,
-                 base_config: dict, shared: int, heads: list, channels: list[int],
+                 base_config: dict, shared: int | list[int], heads: list, channels: list[int],
                  head_cmn: list[bool] | None = None):
         from edgetune.nets import create_model
 
@@ -42,28 +49,32 @@ class MultiHead(nn.Module):
         if sum(n for _, n in heads) != int(n_classes):
             raise ValueError(f"heads have {sum(n for _, n in heads)} classes in all, not {n_classes}")
         n_blocks = len(create_model(base, 1, n_frames, n_mels, **base_config).blocks)
-        shared = int(shared)
-        if not 0 <= shared <= n_blocks:
-            raise ValueError(f"shared must be 0..{n_blocks}, got {shared}")
-        if len(channels) != shared + len(heads) * (n_blocks - shared):
-            raise ValueError("channels: one width per shared block, then one per block of each head")
+        depths = head_depths(shared, len(heads), n_blocks)
+        if len(channels) != n_widths(depths, n_blocks):
+            raise ValueError("channels: one width per shared block, then one per own block of each head")
         if head_cmn is not None and len(head_cmn) != len(heads):
             raise ValueError(f"head_cmn: one entry per head ({len(heads)}), got {len(head_cmn)}")
-        own = n_blocks - shared
+        shared_widths, own_widths = split_widths(list(channels), depths, n_blocks)
         nets = []
         for i, (_, n) in enumerate(heads):
-            widths = list(channels[:shared]) + list(channels[shared + i * own: shared + (i + 1) * own])
+            widths = shared_widths[: depths[i]] + own_widths[i]
             config = dict(base_config) if head_cmn is None else {**base_config, "cmn": bool(head_cmn[i])}
-            net = create_model(base, n, n_frames, n_mels, **config, channels=widths)
-            for j in range(shared):  # the trunk: the same modules in every head
-                if nets:
-                    net.blocks[j] = nets[0].blocks[j]
-            nets.append(net)
+            nets.append(create_model(base, n, n_frames, n_mels, **config, channels=widths))
+        for j in range(n_blocks):  # the trunk: block j is one module in every head deeper than j
+            sharing = [i for i in range(len(heads)) if depths[i] > j]
+            for i in sharing[1:]:
+                nets[i].blocks[j] = nets[sharing[0]].blocks[j]
         self.nets = nn.ModuleList(nets)
         self.names = [name for name, _ in heads]
-        self.base, self.base_config, self.shared = base, dict(base_config), shared
+        self.base, self.base_config = base, dict(base_config)
+        self.depths = depths
         self.head_cmn = None if head_cmn is None else [bool(c) for c in head_cmn]
         self.n_frames, self.n_mels = int(n_frames), int(n_mels)
+
+    @property
+    def shared(self) -> int | list[int]:
+        """Blocks shared: one number when every head shares as many, else one per head."""
+        return self.depths[0] if len(set(self.depths)) == 1 else list(self.depths)
 
     # -- the registry interface (arch_config, blocks, classifier, width_modules) --
     @property
@@ -76,13 +87,19 @@ class MultiHead(nn.Module):
         return config
 
     def width_modules(self) -> list[nn.Module]:
-        trunk = self.nets[0].width_modules()[: self.shared]
-        return trunk + [m for net in self.nets for m in net.width_modules()[self.shared:]]
+        trunk = [self.nets[i].width_modules()[j] for j, i in enumerate(self._first_sharing())
+                 if i is not None]
+        return trunk + [m for net, d in zip(self.nets, self.depths) for m in net.width_modules()[d:]]
+
+    def _first_sharing(self) -> list[int | None]:
+        """For each block, the first head that runs the shared copy of it (None: none does)."""
+        return [next((i for i, d in enumerate(self.depths) if d > j), None)
+                for j in range(len(self.nets[0].blocks))]
 
     @property
     def blocks(self) -> nn.ModuleList:
-        """The shared blocks (what `finetune --freeze N` counts)."""
-        return nn.ModuleList(list(self.nets[0].blocks[: self.shared]))
+        """The blocks every head shares (what `finetune --freeze N` counts)."""
+        return nn.ModuleList(list(self.nets[0].blocks[: min(self.depths)]))
 
     @property
     def classifier(self) -> nn.ModuleList:
@@ -98,24 +115,62 @@ class MultiHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norms = self.input_norms()
-        distinct = list(dict.fromkeys(norms))  # in head order
-        # Each distinct input normalisation goes through the trunk as its own part of one
-        # batch: every trunk module is called once, which quantization (QAT's conv-bn
-        # folding) and export need, and the work is one pass per input either way.
-        inputs = [self.nets[norms.index(n)].prepare(x) for n in distinct]
-        y = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=0)
-        for block in self.nets[0].blocks[: self.shared]:
-            y = block(y)
         batch = x.shape[0]
-        trunk_out = {n: y if len(distinct) == 1 else y[k * batch: (k + 1) * batch]
-                     for k, n in enumerate(distinct)}
+        # Each distinct input normalisation goes through a shared block as its own part of
+        # one batch: every shared module is called once, which quantization (QAT's conv-bn
+        # folding) and export need, and the work is one pass per input either way.
+        on = list(dict.fromkeys(norms))  # the inputs on the shared path, in head order
+        y = torch.cat([self.nets[norms.index(n)].prepare(x) for n in on], dim=0) if len(on) > 1 \
+            else self.nets[0].prepare(x)
+
+        def part(n) -> torch.Tensor:
+            k = on.index(n)
+            return y if len(on) == 1 else y[k * batch: (k + 1) * batch]
+
+        branch = {}
+        for j, first in enumerate(self._first_sharing() + [None]):
+            for i, d in enumerate(self.depths):
+                if d == j:  # head i leaves the shared path here
+                    branch[i] = part(norms[i])
+            if first is None:
+                break
+            need = list(dict.fromkeys(norms[i] for i, d in enumerate(self.depths) if d > j))
+            if need != on:
+                y = torch.cat([part(n) for n in need], dim=0) if len(need) > 1 else part(need[0])
+                on = need
+            y = self.nets[first].blocks[j](y)
         logits = []
-        for net, norm in zip(self.nets, norms):
-            z = trunk_out[norm]
-            for block in net.blocks[self.shared:]:
+        for i, net in enumerate(self.nets):
+            z = branch[i]
+            for block in net.blocks[self.depths[i]:]:
                 z = block(z)
             logits.append(net.classifier(net.pool(z)))
         return torch.cat(logits, dim=1)
+
+
+def head_depths(shared: int | list[int], n_heads: int, n_blocks: int) -> list[int]:
+    """Blocks each head shares: `shared` as one per head."""
+    depths = [int(shared)] * n_heads if isinstance(shared, int) else [int(d) for d in shared]
+    if len(depths) != n_heads:
+        raise ValueError(f"shared: one depth per head ({n_heads}), got {depths}")
+    if not all(1 <= d <= n_blocks for d in depths):
+        raise ValueError(f"shared must be 1..{n_blocks} blocks, got {shared}")
+    return depths
+
+
+def n_widths(depths: list[int], n_blocks: int) -> int:
+    """Entries of `channels`: one per block some head shares, one per block a head owns."""
+    return max(depths) + sum(n_blocks - d for d in depths)
+
+
+def split_widths(channels: list[int], depths: list[int], n_blocks: int) -> tuple[list[int], list[list[int]]]:
+    """(widths of the shared copies of blocks 0..max(depths)-1, each head's own widths)."""
+    shared, rest = channels[: max(depths)], channels[max(depths):]
+    own = []
+    for d in depths:
+        own.append(rest[: n_blocks - d])
+        rest = rest[n_blocks - d:]
+    return shared, own
 
 
 def slices_of(arch_config: dict) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ from torch import nn
 
 from edgetune.errors import EdgetuneError
 from edgetune.frontend import FrontEnd
-from edgetune.nets.multihead import ARCH, split_config
+from edgetune.nets.multihead import ARCH, head_depths, split_config
 from edgetune.train.checkpoint import (
     lineage_link,
     load_checkpoint,
@@ -123,16 +123,17 @@ def shared_prefix(ckpts: list[dict]) -> int:
     return n_blocks
 
 
-def multihead_like(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) -> nn.Module:
-    """A MultiHead of the first model's architecture with `shared` trunk blocks."""
+def multihead_like(ckpts: list[dict], names: list[str], shared: int | list[int], fe: FrontEnd) -> nn.Module:
+    """A MultiHead of the first model's architecture sharing `shared` blocks (per head)."""
     from edgetune.nets import create_model
 
     base_config, widths = split_config(ckpts[0]["arch_config"])
-    own = widths[shared:]
+    depths = head_depths(shared, len(ckpts), len(widths))
+    own = [w for d in depths for w in widths[d:]]
     heads = [[name, len(c["labels"])] for name, c in zip(names, ckpts)]
     return create_model(ARCH, sum(n for _, n in heads), fe.n_frames, fe.n_mels, base=ckpts[0]["arch"],
                         base_config=base_config, shared=shared, heads=heads,
-                        channels=widths[:shared] + own * len(ckpts), head_cmn=head_inputs(ckpts))
+                        channels=widths[: max(depths)] + own, head_cmn=head_inputs(ckpts))
 
 
 def exact_merge(ckpts: list[dict], names: list[str], shared: int, fe: FrontEnd) -> nn.Module:
@@ -146,27 +147,29 @@ def n_blocks_of(ckpt: dict) -> int:
     return len(model_from_checkpoint(ckpt).blocks)
 
 
-def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int) -> nn.Module:
-    """The first `shared` blocks one trunk for all heads, started from the teachers' trunks
-    averaged (they were fine-tuned from one base, so their average still works for every
-    task: measured, it starts each head far nearer its teacher than the first model's trunk
-    does); from the first model's alone when the architectures differ. Each head's other
-    blocks come from its own teacher where it has the same architecture (else from the first
-    model), and its classifier from its teacher."""
+def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int | list[int]) -> nn.Module:
+    """Each shared block started from the average of the teachers that share it (they were
+    fine-tuned from one base, so their average still works for every task: measured, it
+    starts each head far nearer its teacher than the first model's trunk does); from the
+    first model's alone when the architectures differ. Each head's other blocks come from
+    its own teacher where it has the same architecture (else from the first model), and
+    its classifier from its teacher."""
     student = multihead_like(ckpts, names, shared, fe)
+    depths = student.depths
     first = ckpts[0]
     average = all(same_architecture(c, first) for c in ckpts)
-    for net, c in zip(student.nets, ckpts):
+    for net, c, depth in zip(student.nets, ckpts, depths):
         same = same_architecture(c, first)
         state = {}
         for k, v in first["state_dict"].items():
-            block = k.split(".")[1] if k.startswith("blocks.") else None
-            own = k.startswith("classifier.") or (block is not None and int(block) >= shared and same)
-            trunk = block is not None and int(block) < shared
+            block = int(k.split(".")[1]) if k.startswith("blocks.") else None
+            own = k.startswith("classifier.") or (block is not None and block >= depth and same)
+            trunk = block is not None and block < depth
             if own:
                 state[k] = c["state_dict"][k]
             elif trunk and average and v.is_floating_point():
-                state[k] = sum(t["state_dict"][k] for t in ckpts) / len(ckpts)
+                sharing = [t for t, d in zip(ckpts, depths) if d > block]
+                state[k] = sum(t["state_dict"][k] for t in sharing) / len(sharing)
             else:
                 state[k] = v
         net.load_state_dict(state)
@@ -237,7 +240,7 @@ def per_head_accuracy(logits: torch.Tensor, targets: torch.Tensor, heads: list[d
 
 
 def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | None = None,
-          data: dict[str, str] | None = None, distill: bool = False, shared: int | None = None,
+          data: dict[str, str] | None = None, distill: bool = False, shared: int | list[int] | None = None,
           cfg: TrainConfig | None = None, command: str = "", progress: bool = False) -> dict:
     paths = [Path(p) for p in checkpoints]
     ckpts = [load_checkpoint(p) for p in paths]
@@ -256,8 +259,12 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
                             "and --shared does not apply; add --distill to distil a student instead")
     n_blocks = n_blocks_of(ckpts[0])
     shared = n_blocks if shared is None else shared
-    if not 1 <= shared <= n_blocks:
-        raise EdgetuneError(f"--shared {shared}: the models have {n_blocks} blocks; share 1 to {n_blocks}")
+    try:
+        head_depths(shared, len(ckpts), n_blocks)
+    except ValueError:
+        raise EdgetuneError(f"--shared {shared}: the models have {n_blocks} blocks; share 1 to {n_blocks}, "
+                            f"as one number or one per head ({len(ckpts)}), e.g. --shared 3 or "
+                            f"--shared {','.join(['3'] * len(ckpts))}") from None
     use_all_cores()
     tensors = union_tensors([h["data"] for h in heads], [h["labels"] for h in heads], fe, progress)
     teachers = Teachers([model_from_checkpoint(c).eval() for c in ckpts])
