@@ -187,7 +187,7 @@ def test_compress_prunes_and_quantizes(run, compressed):
     assert stages["pruned"]["params"] < stages["finetuned"]["params"] / 2
     pruned = load_checkpoint(run / "pruned.pt")
     model = model_from_checkpoint(pruned)  # rebuilds from arch_config + state_dict
-    assert all(c % 8 == 0 for c in pruned["arch_config"]["channels"])  # --round-to 8, the default
+    assert all(c % 16 == 0 for c in pruned["arch_config"]["channels"])  # --round-to 16, the default
     assert model(torch.zeros(2, 1, 98, 40)).shape == (2, 4)
     qat = load_checkpoint(run / "qat.pt")
     assert qat["quant"]["scheme"] == "qdq-int8" and qat["meta"]["parent"]["stage"] == "pruned"

@@ -46,7 +46,7 @@ class CompressConfig:
     target_params: int | None = None
     target_macs: int | None = None
     criterion: str = "l2"
-    round_to: int = 8  # pruned widths stay multiples of this: odd widths fall off fast CPU kernels
+    round_to: int = 16  # pruned widths stay multiples of this: other widths fall off fast int8 kernels
     steps: int = 2
     epochs_per_step: int = 4
     qat_epochs: int = 4
