@@ -183,6 +183,15 @@ def test_distilled_tree_averages_each_block_over_the_heads_that_share_it(models)
     assert torch.equal(a["blocks.3.pw.weight"], low["blocks.3.pw.weight"])  # its own, from its teacher
     assert torch.equal(c["blocks.4.pw.weight"], low["blocks.4.pw.weight"])
 
+    # --trunk-from b: the blocks b shares come from its teacher alone, so b starts as its own model
+    led = distil_student(ckpts, ["a", "b", "c"], FrontEnd.from_dict(ckpts[0]["frontend"]), shared=[2, 4, 4],
+                         trunk_from="b")
+    a, b = (net.state_dict() for net in led.nets[:2])
+    for k in ("blocks.1.pw.weight", "blocks.3.pw.weight", "blocks.4.pw.weight", "classifier.weight"):
+        assert torch.equal(b[k], high[k]), k
+    assert torch.equal(a["blocks.1.pw.weight"], high["blocks.1.pw.weight"])  # the shared block
+    assert torch.equal(a["blocks.2.pw.weight"], low["blocks.2.pw.weight"])  # a's own block
+
 
 def test_merge_prints_each_head_and_the_trunk_passes(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
@@ -202,6 +211,9 @@ def test_merge_says_when_shared_does_not_apply(models, tmp_path):
     r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
                "--out", tmp_path / "m.pt", "--distill", "--shared", "2,3,4")
     assert r.exit_code != 0 and "one per head (2)" in r.output and "Traceback" not in r.output
+    r = invoke("merge", models / "low" / "finetuned.pt", models / "high" / "finetuned.pt",
+               "--out", tmp_path / "m.pt", "--distill", "--trunk-from", "loud")
+    assert r.exit_code != 0 and "no such head; heads: low, high" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "m.pt").exists()
 
 

@@ -51,6 +51,8 @@ def _depths(ctx, param, value: str | None) -> int | list[int] | None:
 @click.option("--shared", callback=_depths, help="Blocks the distilled student shares; each head keeps "
               "its own copy of the rest, started from its teacher. One number, or one per head (3,4,4: "
               "the first head branches off after 3 blocks, the others share a 4th) [default: all].")
+@click.option("--trunk-from", metavar="HEAD", help="Start the shared blocks from this head's model alone "
+              "(the hardest task: it starts exactly as its own model) [default: the models averaged].")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float)
@@ -60,8 +62,8 @@ def _depths(ctx, param, value: str | None) -> int | list[int] | None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
-def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr, distill_alpha, device, seed,
-          nproc, as_json) -> None:
+def merge(checkpoints, out, names, data, distill, shared, trunk_from, epochs, batch_size, lr, distill_alpha,
+          device, seed, nproc, as_json) -> None:
     """One model for several tasks: a shared trunk, one head per input model.
 
     Models fine-tuned from one base with their first blocks frozen share those blocks
@@ -75,8 +77,8 @@ def merge(checkpoints, out, names, data, distill, shared, epochs, batch_size, lr
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, distill_alpha=distill_alpha, device=device, seed=seed)
     result = run(list(checkpoints), out, names=names.split(",") if names else None,
-                 data=_data_overrides(data), distill=distill, shared=shared, cfg=cfg, command=_command_line(),
-                 progress=progress_enabled())
+                 data=_data_overrides(data), distill=distill, shared=shared, trunk_from=trunk_from, cfg=cfg,
+                 command=_command_line(), progress=progress_enabled())
     if _quiet_unless_main():
         return
     if as_json:

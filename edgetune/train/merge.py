@@ -147,17 +147,21 @@ def n_blocks_of(ckpt: dict) -> int:
     return len(model_from_checkpoint(ckpt).blocks)
 
 
-def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int | list[int]) -> nn.Module:
+def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: int | list[int],
+                   trunk_from: str | None = None) -> nn.Module:
     """Each shared block started from the average of the teachers that share it (they were
     fine-tuned from one base, so their average still works for every task: measured, it
     starts each head far nearer its teacher than the first model's trunk does); from the
     first model's alone when the architectures differ. Each head's other blocks come from
     its own teacher where it has the same architecture (else from the first model), and
-    its classifier from its teacher."""
+    its classifier from its teacher. With `trunk_from` (a head's name), the blocks that
+    head shares come from its teacher alone: that head starts exactly as its own model,
+    and the others, usually easier tasks, adapt to its features."""
     student = multihead_like(ckpts, names, shared, fe)
     depths = student.depths
     first = ckpts[0]
     average = all(same_architecture(c, first) for c in ckpts)
+    leader = names.index(trunk_from) if trunk_from else None
     for net, c, depth in zip(student.nets, ckpts, depths):
         same = same_architecture(c, first)
         state = {}
@@ -169,6 +173,8 @@ def distil_student(ckpts: list[dict], names: list[str], fe: FrontEnd, shared: in
                 state[k] = c["state_dict"][k]
             elif trunk and average and v.is_floating_point():
                 sharing = [t for t, d in zip(ckpts, depths) if d > block]
+                if leader is not None and depths[leader] > block:
+                    sharing = [ckpts[leader]]
                 state[k] = sum(t["state_dict"][k] for t in sharing) / len(sharing)
             else:
                 state[k] = v
@@ -241,7 +247,8 @@ def per_head_accuracy(logits: torch.Tensor, targets: torch.Tensor, heads: list[d
 
 def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | None = None,
           data: dict[str, str] | None = None, distill: bool = False, shared: int | list[int] | None = None,
-          cfg: TrainConfig | None = None, command: str = "", progress: bool = False) -> dict:
+          trunk_from: str | None = None, cfg: TrainConfig | None = None, command: str = "",
+          progress: bool = False) -> dict:
     paths = [Path(p) for p in checkpoints]
     ckpts = [load_checkpoint(p) for p in paths]
     fe = check_mergeable(ckpts, paths)
@@ -250,6 +257,8 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
     unknown = set(data) - set(names)
     if unknown:
         raise EdgetuneError(f"--data names {sorted(unknown)} match no head; heads: {', '.join(names)}")
+    if trunk_from is not None and trunk_from not in names:
+        raise EdgetuneError(f"--trunk-from {trunk_from}: no such head; heads: {', '.join(names)}")
     heads = [{"name": n, "labels": list(c["labels"]),
               "data": data.get(n) or c["meta"].get("data", {}).get("source")} for n, c in zip(names, ckpts)]
     exact = shared_prefix(ckpts)
@@ -257,6 +266,9 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
     if shared is not None and not distill:
         raise EdgetuneError(f"the models share their first {exact} blocks exactly, so nothing is trained "
                             "and --shared does not apply; add --distill to distil a student instead")
+    if trunk_from is not None and not distill:
+        raise EdgetuneError("--trunk-from starts a distilled student; the models share blocks exactly, "
+                            "so add --distill")
     n_blocks = n_blocks_of(ckpts[0])
     shared = n_blocks if shared is None else shared
     try:
@@ -276,7 +288,7 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
         log = Path(out).parent / MERGE_LOG  # one line per epoch, as finetune's log.jsonl
         log.parent.mkdir(parents=True, exist_ok=True)
         log.unlink(missing_ok=True)
-        trainer = Trainer(distil_student(ckpts, names, fe, shared), fe, tensors.train, tensors.val, cfg,
+        trainer = Trainer(distil_student(ckpts, names, fe, shared, trunk_from), fe, tensors.train, tensors.val, cfg,
                           tensors.noise, teacher=teachers, log_path=log, progress=progress)
         model, how, history = trainer.run(), "distilled", trainer.history
 
@@ -289,6 +301,7 @@ def merge(checkpoints: list[str | Path], out: str | Path, *, names: list[str] | 
         model, labels=labels, frontend=fe, stage="finetuned", parent=lineage_link(paths[0], ckpts[0]),
         data={"source": [h["data"] for h in heads]},
         recipe={"command": command, "merge": how, "shared_blocks": model.shared,
+                **({"trunk_from": trunk_from} if trunk_from else {}),
                 # what compress trains with: the heads' own augmentation
                 **({"train": cfg.to_dict()} if how == "distilled" else {"augment": cfg.augment.to_dict()})},
         metrics={"test_accuracy_per_head": merged_acc, "own_model_test_accuracy": own_acc},
