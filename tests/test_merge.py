@@ -244,6 +244,26 @@ def test_merged_model_compresses_and_exports_one_output_per_head(exact, merged_o
     assert [h["labels"] for h in props["edgetune.heads"]] == [h["labels"] for h in qat["heads"]]
 
 
+def test_compress_prunes_a_merge_to_the_widths_asked_for(exact, tmp_path):
+    out, _ = exact
+    ckpt = load_checkpoint(out / "merged.pt")
+    widths = [64, 48] + [32, 32, 16] + [48, 32, 32]  # the trunk's 2 blocks, then each head's 3
+    assert len(widths) == len(ckpt["arch_config"]["channels"])
+    r = invoke("compress", out / "merged.pt", "--out", tmp_path, "--widths", ",".join(map(str, widths)),
+               "--steps", 1, "--epochs-per-step", 1, "--qat-epochs", 0, "--max-drop", 1.0, "--json")
+    assert r.exit_code == 0, r.output
+    pruned = load_checkpoint(tmp_path / "pruned.pt")
+    assert pruned["arch_config"]["channels"] == widths
+    assert [h["name"] for h in pruned["heads"]] == ["low", "high"]
+    r = invoke("compress", out / "merged.pt", "--out", tmp_path / "x", "--widths", "64,48", "--ratio", 0.5)
+    assert r.exit_code != 0 and "without --ratio" in r.output and "Traceback" not in r.output
+    r = invoke("compress", out / "merged.pt", "--out", tmp_path / "x", "--widths", "64,4x8")
+    assert r.exit_code != 0 and "whole numbers" in r.output and "Traceback" not in r.output
+    r = invoke("compress", out / "merged.pt", "--out", tmp_path / "x", "--widths", "64,48")
+    assert r.exit_code != 0 and "one width per layer" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_device_side_runs_every_head_in_one_pass(merged_onnx, models):
     from edgetune.runtime.model import load_model
     from edgetune.runtime.stream import StreamEngine, run_stream

@@ -12,6 +12,7 @@ from edgetune.compress.prune import (
     prune_model,
     step_budgets,
     step_ratios,
+    step_widths,
     widths_for_ratio,
 )
 from edgetune.errors import ModelError
@@ -191,6 +192,16 @@ def test_a_budget_with_round_to_is_filled_from_the_input_side():
         if w < c:
             wider = create_model("dscnn-s", 10, channels=widths[:i] + [w + 8] + widths[i + 1:])
             assert count_params(wider) > budget
+
+
+def test_step_widths_walks_to_the_widths_asked_for():
+    assert step_widths([64, 64, 32], [32, 64, 16], 1) == [[32, 64, 16]]
+    # between steps: linear, rounded up to the kernels' multiple; the last is exact
+    assert step_widths([64, 64, 32], [24, 64, 16], 2, round_to=16) == [[48, 64, 32], [24, 64, 16]]
+    with pytest.raises(ModelError, match="one width per layer"):
+        step_widths([64, 64], [32], 1)
+    with pytest.raises(ModelError, match="each 1..now"):
+        step_widths([64, 64], [32, 80], 1)
 
 
 def test_iterative_schedule_helpers():

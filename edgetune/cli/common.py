@@ -29,6 +29,19 @@ class ErrorHandlingGroup(click.Group):
             raise UserError(str(e)) from None
 
 
+def int_list(value: str | None, example: str) -> list[int] | None:
+    """A comma-separated list of positive integers from an option (None stays None)."""
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give whole numbers separated by commas, e.g. {example}") from None
+    if min(out) < 1:
+        raise click.BadParameter(f"{value!r}: every number must be 1 or more, e.g. {example}")
+    return out
+
+
 def echo_json(obj) -> None:
     """One JSON object as the last line of stdout (machine-readable output)."""
     click.echo(json.dumps(obj, default=_jsonable, sort_keys=False))

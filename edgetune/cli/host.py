@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edgetune.cli.common import echo_json, progress_enabled
+from edgetune.cli.common import echo_json, int_list, progress_enabled
 
 
 def _command_line() -> str:
@@ -232,6 +232,10 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--target-params", type=click.IntRange(1), help="Prune until params <= N.")
 @click.option("--target-macs", type=click.IntRange(1), help="Prune until MACs per clip <= N.")
 @click.option("--device-profile", "profile", help="Prune to a device profile's model-size budget (int8 bytes).")
+@click.option("--widths", callback=lambda ctx, p, v: int_list(v, "64,64,48"),
+              help="Prune to exactly these widths, one per layer as the checkpoint's "
+                   "arch_config channels lists them (a --shared 3,4,4 merge: the 4 shared, then "
+                   "each head's own), e.g. 64,64,64,48,64,64,32,32.")
 @click.option("--criterion", type=click.Choice(["l2", "bn_scale"]), default="l2", show_default=True)
 @click.option("--round-to", default=16, show_default=True, type=click.IntRange(1),
               help="Keep pruned widths multiples of N: onnxruntime's int8 convolutions run 56 channels "
@@ -247,7 +251,7 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
-def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, criterion, round_to, steps,
+def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, widths, criterion, round_to, steps,
              epochs_per_step, qat_epochs, min_accuracy, max_drop, device, seed, nproc, as_json) -> None:
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
     if _relaunched(nproc):
@@ -259,9 +263,12 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
         from edgetune.runtime.devices import get_profile
 
         target_params = target_params or int(get_profile(profile).model_size_budget_kb * 1024)
-    if ratio is None and not (target_params or target_macs):
+    if widths and (ratio is not None or target_params or target_macs):
+        raise click.UsageError("--widths sets every layer's width: give it without --ratio, "
+                               "--target-params, --target-macs or --device-profile")
+    if ratio is None and not (target_params or target_macs or widths):
         ratio = 0.5
-    cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs,
+    cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs, widths=widths,
                         criterion=criterion, round_to=round_to, steps=steps, epochs_per_step=epochs_per_step,
                         qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,
                         device=device, seed=seed)

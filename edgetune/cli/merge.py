@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgetune.cli.common import echo_json, progress_enabled
+from edgetune.cli.common import echo_json, int_list, progress_enabled
 from edgetune.errors import EdgetuneError
 
 
@@ -29,15 +29,8 @@ def _data_overrides(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _depths(ctx, param, value: str | None) -> int | list[int] | None:
-    if value is None:
-        return None
-    try:
-        depths = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a number of blocks, or one per head: 3 or 3,4,4") from None
-    if min(depths) < 1:
-        raise click.BadParameter(f"{value!r}: share at least one block")
-    return depths[0] if len(depths) == 1 else depths
+    depths = int_list(value, "3 or 3,4,4")
+    return depths if depths is None or len(depths) > 1 else depths[0]
 
 
 @click.command()

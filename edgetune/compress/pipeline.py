@@ -45,6 +45,7 @@ class CompressConfig:
     ratio: float | None = 0.5  # fraction of channels removed, when no budget is given
     target_params: int | None = None
     target_macs: int | None = None
+    widths: list[int] | None = None  # exact widths per layer (arch_config["channels"]): overrides the rest
     criterion: str = "l2"
     round_to: int = 16  # pruned widths stay multiples of this: other widths fall off fast int8 kernels
     steps: int = 2
@@ -97,10 +98,14 @@ def distillation_teacher(ckpt: dict, float_model, log):
 
 
 def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
-    """Per-step arguments for prune_model: ratios, or budgets shrinking geometrically."""
-    from edgetune.compress.prune import step_budgets, step_ratios
+    """Per-step arguments for prune_model: ratios, budgets shrinking geometrically, or
+    widths stepping linearly to the ones asked for."""
+    from edgetune.compress.prune import step_budgets, step_ratios, step_widths
     from edgetune.nets import count_macs, count_params
 
+    if cc.widths:
+        return [{"widths": w} for w in step_widths(model.arch_config["channels"], cc.widths, cc.steps,
+                                                   cc.round_to)]
     if cc.target_params or cc.target_macs:
         p = step_budgets(count_params(model), cc.target_params, cc.steps) if cc.target_params else [None] * cc.steps
         m = step_budgets(count_macs(model, shape), cc.target_macs, cc.steps) if cc.target_macs else [None] * cc.steps
@@ -112,12 +117,15 @@ def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
 
 def prune_with_recovery(float_model, teacher, tensors, fe: FrontEnd, cc: CompressConfig, floor: float,
                         progress: bool, log) -> tuple[torch.nn.Module, float, list[dict]]:
-    from edgetune.compress.prune import prune_model
+    from edgetune.compress.prune import prune_model, prune_to_widths
 
     shape = (1, 1, fe.n_frames, fe.n_mels)
     model, best_acc, steps = copy.deepcopy(float_model), None, []
     for i, kwargs in enumerate(_schedule(cc, float_model, shape), start=1):
-        candidate = prune_model(model, shape, criterion=cc.criterion, round_to=cc.round_to, **kwargs)
+        if "widths" in kwargs:
+            candidate = prune_to_widths(model, shape, kwargs["widths"], criterion=cc.criterion)
+        else:
+            candidate = prune_model(model, shape, criterion=cc.criterion, round_to=cc.round_to, **kwargs)
         trainer = Trainer(candidate, fe, tensors.train, tensors.val,
                           _train_cfg(cc, cc.epochs_per_step, cc.lr), tensors.noise, teacher=teacher,
                           progress=progress)

@@ -347,3 +347,17 @@ def step_budgets(start: int, target: int, steps: int) -> list[int]:
     out = [math.floor(start * q ** k) for k in range(1, steps + 1)]
     out[-1] = int(target)
     return out
+
+
+def step_widths(start: Sequence[int], target: Sequence[int], steps: int, round_to: int = 1) -> list[list[int]]:
+    """Per-round widths from `start` to `target` in `steps` linear steps, the ones between
+    rounded up to multiples of `round_to` (the last is `target` exactly)."""
+    start, target = [int(c) for c in start], [int(w) for w in target]
+    if len(start) != len(target) or any(not 1 <= w <= c for w, c in zip(target, start)):
+        raise ModelError(f"widths {target} must give one width per layer, each 1..now {start}")
+    if steps < 1:
+        raise ValueError("steps >= 1")
+    r = max(1, int(round_to))
+    out = [[min(c, -(-round(c - (c - w) * k / steps) // r) * r) for c, w in zip(start, target)]
+           for k in range(1, steps)]
+    return out + [target]
