@@ -115,13 +115,13 @@ def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
     return [{"ratio": r} for r in step_ratios(cc.ratio, cc.steps)]
 
 
-def prune_with_recovery(float_model, teacher, tensors, fe: FrontEnd, cc: CompressConfig, floor: float,
-                        progress: bool, log) -> tuple[torch.nn.Module, float, list[dict]]:
+def prune_with_recovery(float_model, schedule: list[dict], teacher, tensors, fe: FrontEnd, cc: CompressConfig,
+                        floor: float, progress: bool, log) -> tuple[torch.nn.Module, float, list[dict]]:
     from edgetune.compress.prune import prune_model, prune_to_widths
 
     shape = (1, 1, fe.n_frames, fe.n_mels)
     model, best_acc, steps = copy.deepcopy(float_model), None, []
-    for i, kwargs in enumerate(_schedule(cc, float_model, shape), start=1):
+    for i, kwargs in enumerate(schedule, start=1):
         if "widths" in kwargs:
             candidate = prune_to_widths(model, shape, kwargs["widths"], criterion=cc.criterion)
         else:
@@ -170,12 +170,14 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
         cc = dataclasses.replace(cc, augment=finetune_augment(ckpt) or AugmentConfig())
     out = Path(out) if out else checkpoint.parent
     fe = FrontEnd.from_dict(ckpt["frontend"])
+    float_model = model_from_checkpoint(ckpt).eval()
+    # before any data is read: a schedule the model cannot take (--widths) fails at once
+    schedule = _schedule(cc, float_model, (1, 1, fe.n_frames, fe.n_mels))
     try:
         tensors = checkpoint_tensors(ckpt, data, progress=progress)  # every head's data, if merged
     except EdgetuneError as e:
         raise EdgetuneError(f"{checkpoint}: {e}") from None
     data = data or ckpt["meta"].get("data", {}).get("source")
-    float_model = model_from_checkpoint(ckpt).eval()
     teacher, taught_by = distillation_teacher(ckpt, float_model, log)
     slices = head_slices(float_model)
     device = resolve_device(cc.device)
@@ -192,7 +194,7 @@ def compress(checkpoint: str | Path, data: str | Path | None = None, out: str | 
                  "splits": {k: len(getattr(tensors, k).targets) for k in ("train", "val", "test")}}
     recipe = {**dataclasses.asdict(cc), "command": command, "distilled_from": taught_by}
 
-    pruned, _, steps = prune_with_recovery(float_model, teacher, tensors, fe, cc, floor, progress, log)
+    pruned, _, steps = prune_with_recovery(float_model, schedule, teacher, tensors, fe, cc, floor, progress, log)
     pruned_val, pruned_test = scores(pruned.to(device))
     pruned_ckpt = make_checkpoint(pruned.cpu(), labels=ckpt["labels"], frontend=fe, stage="pruned",
                                   heads=ckpt.get("heads"),
