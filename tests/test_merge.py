@@ -352,12 +352,49 @@ def test_soup_never_below_best_trial_on_validation(models, tmp_path):
     assert out["val_accuracy"] >= out["best_single_trial"]["val_accuracy"]
     assert out["soup_trials"][0] == out["chosen_trial"] and "test_accuracy" in out["best_single_trial"]
     soup = load_checkpoint(tmp_path / "finetuned.pt")
-    assert soup["meta"]["recipe"]["soup_trials"] == out["soup_trials"]
+    assert len(soup["meta"]["recipe"]["soup_of"]) == len(out["soup_trials"])
     assert soup["meta"]["metrics"]["val_accuracy"] == out["val_accuracy"]
 
 
+def test_soup_averages_seeded_runs_and_refuses_another_network(models, tmp_path):
+    r = invoke("finetune", "--data", models / "low", "--base", models / "base" / "finetuned.pt", "--out", tmp_path,
+               "--epochs", 3, "--batch-size", 16, "--lr", 1e-2, "--freeze", 2, "--cmn", "--no-personal",
+               "--seed", 1, "--json")
+    assert r.exit_code == 0, r.output
+    runs = [models / "low" / "finetuned.pt", tmp_path / "finetuned.pt"]
+    r = invoke("soup", *runs, "--out", tmp_path / "soup.pt", "--json")
+    assert r.exit_code == 0, r.output
+    out = last_json(r.output)
+    assert out["val_accuracy"] >= max(s["val_accuracy"] for s in out["each"]) == out["best_single"]["val_accuracy"]
+    soup = torch.load(tmp_path / "soup.pt", weights_only=True)
+    assert [link["path"] for link in soup["meta"]["recipe"]["soup_of"]] == [str(runs[i]) for i in out["members"]]
+    if out["members"] == [0, 1]:  # both kept: the weights are their mean
+        states = [load_checkpoint(p)["state_dict"] for p in runs]
+        w = "classifier.weight" if "classifier.weight" in states[0] else next(iter(states[0]))
+        assert torch.allclose(soup["state_dict"][w], (states[0][w] + states[1][w]) / 2)
+    r = invoke("soup", runs[0], models / "high" / "finetuned.pt", "--out", tmp_path / "bad.pt")
+    assert r.exit_code != 0 and "high" in r.output and "differs" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_soup_of_pruned_merges_keeps_its_heads_and_their_teachers(exact, merged_onnx, tmp_path):
+    import shutil
+
+    from edgetune.compress.pipeline import distillation_teacher
+
+    out, _ = exact
+    shutil.copy(out / "pruned.pt", tmp_path / "copy.pt")
+    r = invoke("soup", out / "pruned.pt", tmp_path / "copy.pt", "--out", tmp_path / "soup.pt")
+    assert r.exit_code == 0, r.output
+    assert "low" in r.output and "high" in r.output and "--ratio 0" in r.output
+    soup = load_checkpoint(tmp_path / "soup.pt")
+    assert soup["heads"] == load_checkpoint(out / "pruned.pt")["heads"] and soup["meta"]["stage"] == "pruned"
+    _, how = distillation_teacher(soup, model_from_checkpoint(soup), print)
+    assert how == "merged_from"  # found up the lineage: soup -> merged.pt
+
+
 def test_average_states_means_floats_and_keeps_counts():
-    from edgetune.train.search import average_states
+    from edgetune.train.soup import average_states
 
     a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)}
     b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7)}

@@ -1,4 +1,5 @@
-"""`edgetune merge`: several fine-tuned models as one multi-head model (torch)."""
+"""`edgetune merge`: several fine-tuned models as one multi-head model; `edgetune soup`:
+several copies of one model as their weight average (torch)."""
 
 from __future__ import annotations
 
@@ -89,4 +90,40 @@ def merge(checkpoints, out, names, data, distill, shared, trunk_from, epochs, ba
     click.echo(f"wrote {result['checkpoint']}; next: edgetune compress {result['checkpoint']}")
 
 
-COMMANDS: list[click.Command] = [merge]
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="The averaged checkpoint (.pt).")
+@click.option("--data", "data", multiple=True, metavar="DIR|HEAD=DIR",
+              help="The dataset, where the recorded one moved: a folder, or HEAD=DIR per head of a "
+                   "merged model (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def soup(checkpoints, out, data, as_json) -> None:
+    """Average copies of one network that started from the same weights (a greedy soup).
+
+    For runs of one recipe with different --seed: fine-tunes of one base, or compress
+    runs of one model (average their pruned.pt, then `compress SOUP --ratio 0` for int8).
+    The copy best on validation starts; each next joins only if validation does not drop."""
+    from edgetune.train.soup import greedy_soup
+
+    if len(checkpoints) < 2:
+        raise click.UsageError("give two or more checkpoints to average")
+    if len(data) == 1 and "=" not in data[0]:
+        source = data[0]
+    else:
+        source = _data_overrides(data) or None
+    result = greedy_soup(list(checkpoints), out, source, say=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        echo_json(result)
+        return
+    for i, (path, s) in enumerate(zip(checkpoints, result["each"])):
+        mark = "*" if i in result["members"] else " "
+        click.echo(f" {mark} {path}: val {_pct(s['val_accuracy'])}  test {_pct(s['test_accuracy'])}")
+    click.echo(f"soup of {len(result['members'])} (*): val {_pct(result['val_accuracy'])}  "
+               f"test {_pct(result['test_accuracy'])}")
+    for head, acc in result.get("test_accuracy_per_head", {}).items():
+        click.echo(f"  {head:<12} test {_pct(acc)}")
+    quantize_only = " --ratio 0" if result["stage"] == "pruned" else ""  # pruned already: QAT only
+    click.echo(f"wrote {out}; next: edgetune compress {out}{quantize_only}")
+
+
+COMMANDS: list[click.Command] = [merge, soup]

@@ -77,14 +77,14 @@ def finetune_augment(ckpt: dict) -> AugmentConfig | None:
 
 
 def distillation_teacher(ckpt: dict, float_model, log):
-    """Whom pruning recovery and QAT learn from. For a merged model: the models it was
-    merged from, each its own head's teacher (better than the merged float model, whose
-    small losses QAT would otherwise copy), when their files are still there unchanged;
-    else the float model itself."""
+    """Whom pruning recovery and QAT learn from. For a merged model (or one pruned or
+    averaged from it): the models it was merged from, each its own head's teacher
+    (better than the merged float model, whose small losses QAT would otherwise copy),
+    when their files are still there unchanged; else the float model itself."""
     from edgetune.train.checkpoint import sha256_file
     from edgetune.train.merge import Teachers
 
-    links = ckpt["meta"].get("merged_from") or []
+    links = merged_from(ckpt)
     if not ckpt.get("heads") or len(links) != len(ckpt["heads"]):
         return float_model, "self"
     models = []
@@ -95,6 +95,21 @@ def distillation_teacher(ckpt: dict, float_model, log):
             return float_model, "self"
         models.append(model_from_checkpoint(load_checkpoint(path)).eval())
     return Teachers(models).eval(), "merged_from"
+
+
+def merged_from(ckpt: dict) -> list[dict]:
+    """The links to the models a merge was made of: recorded in the merged checkpoint,
+    found up the lineage (`parent` links whose files are unchanged) for its pruned
+    runs and their soups."""
+    from edgetune.train.checkpoint import sha256_file
+
+    meta = ckpt["meta"]
+    while not meta.get("merged_from"):
+        link = meta.get("parent")
+        if not link or not Path(link["path"]).is_file() or sha256_file(link["path"]) != link["sha256"]:
+            return []
+        meta = load_checkpoint(link["path"])["meta"]
+    return meta["merged_from"]
 
 
 def _schedule(cc: CompressConfig, model, shape) -> list[dict]:

@@ -5,7 +5,7 @@ rate, how many early blocks stay frozen, and how slowly the convolutions move
 relative to the head. Each trial is a full fine-tune in RUN/trials/<k>/ and one
 line in RUN/log.jsonl; the best by validation accuracy becomes RUN/finetuned.pt.
 The test split is never looked at to choose. With `soup`, the trials' weights are
-averaged greedily instead (`greedy_soup`), never below the best trial on validation.
+averaged greedily instead (`edgetune.train.soup`), never below the best trial on validation.
 """
 
 from __future__ import annotations
@@ -57,58 +57,10 @@ def auto_finetune(data, out, *, trials: int = 4, cfg: TrainConfig | None = None,
     chosen = {**best, "checkpoint": str(out / "finetuned.pt"), "trials": [line for _, line in results],
               "chosen_trial": best_line["trial"]}
     if soup:
-        souped = greedy_soup(data, [r["checkpoint"] for r, _ in results], out / "finetuned.pt", say)
-        return {**chosen, **souped}
+        from edgetune.train.soup import greedy_soup
+
+        souped = greedy_soup([r["checkpoint"] for r, _ in results], out / "finetuned.pt", data, say)
+        return {**chosen, "val_accuracy": souped["val_accuracy"], "test_accuracy": souped["test_accuracy"],
+                "soup_trials": souped["members"], "best_single_trial": souped["best_single"]}
     shutil.copyfile(best["checkpoint"], out / "finetuned.pt")
     return chosen
-
-
-def average_states(states: list[dict]) -> dict:
-    """The mean of each float tensor; integer buffers (batch counts) from the first."""
-    return {k: (sum(s[k] for s in states) / len(states)) if states[0][k].is_floating_point() else states[0][k]
-            for k in states[0]}
-
-
-def greedy_soup(data, checkpoints: list[str], out: Path, say=print) -> dict:
-    """Greedy soup (Wortsman et al. 2022): from the best trial by validation accuracy,
-    add each next-best trial to the weight average only if validation accuracy does
-    not drop. All trials start from the same weights (the base, and the same seeded
-    head), which is what makes their average a good model. Writes `out`."""
-    import torch
-
-    from edgetune.frontend import FrontEnd
-    from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from edgetune.train.finetune import load_tensors
-    from edgetune.train.loop import accuracy, features_of, predict
-
-    ckpts = [load_checkpoint(p) for p in checkpoints]
-    fe = FrontEnd.from_dict(ckpts[0]["frontend"])
-    tensors = load_tensors(data, fe, labels=ckpts[0]["labels"])
-    cpu = torch.device("cpu")
-    val, test = features_of(fe, tensors.val.clips, cpu), features_of(fe, tensors.test.clips, cpu)
-
-    def scores(state: dict) -> tuple[float, float]:
-        model = model_from_checkpoint({**ckpts[0], "state_dict": state})
-        return (accuracy(predict(model, val, cpu), tensors.val.targets),
-                accuracy(predict(model, test, cpu), tensors.test.targets))
-
-    order = sorted(range(len(ckpts)), key=lambda i: -ckpts[i]["meta"]["metrics"]["val_accuracy"])
-    members = [order[0]]
-    best_val, best_test = scores(ckpts[order[0]]["state_dict"])
-    single = {"val_accuracy": round(best_val, 4), "test_accuracy": round(best_test, 4)}
-    for i in order[1:]:
-        if ckpts[i]["arch_config"] != ckpts[order[0]]["arch_config"]:
-            continue  # a different shape cannot be averaged
-        val_acc, test_acc = scores(average_states([ckpts[j]["state_dict"] for j in members + [i]]))
-        kept = val_acc >= best_val
-        say(f"soup: + trial {i} -> val {val_acc:.4f} ({'kept' if kept else 'left out'})")
-        if kept:
-            members.append(i)
-            best_val, best_test = val_acc, test_acc
-    soup = {**ckpts[order[0]], "state_dict": average_states([ckpts[j]["state_dict"] for j in members])}
-    soup["meta"] = {**soup["meta"], "metrics": {**soup["meta"]["metrics"], "val_accuracy": round(best_val, 4),
-                                                 "test_accuracy": round(best_test, 4)},
-                    "recipe": {**soup["meta"]["recipe"], "soup_trials": members}}
-    save_checkpoint(soup, out)
-    return {"val_accuracy": round(best_val, 4), "test_accuracy": round(best_test, 4),
-            "soup_trials": members, "best_single_trial": single}
