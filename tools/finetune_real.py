@@ -54,8 +54,8 @@ def run_one(args, variant: str, seed: int, folder: Path) -> dict:
 
     aug, cmn = parse_variant(variant)
     cfg = TrainConfig(epochs=args.epochs, seed=seed, augment=aug)
-    trained = finetune(args.data, folder, base=args.base, cfg=cfg, cmn=cmn,
-                       command=" ".join(sys.argv))
+    start = {"model_name": args.model} if args.model else {"base": args.base}
+    trained = finetune(args.data, folder, cfg=cfg, cmn=cmn, command=" ".join(sys.argv), **start)
     real = evaluate(folder / "finetuned.pt", args.real, split="all")
     return {"variant": variant, "seed": seed, "real_accuracy": round(real["accuracy"], 4),
             "test_accuracy": trained["test_accuracy"], "val_accuracy": trained["val_accuracy"]}
@@ -79,6 +79,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="A built-in corpus (edgetune data synth).")
     ap.add_argument("--base", type=Path, default=ROOT / "models" / "dscnn-s.pt")
+    ap.add_argument("--model", help="Train this architecture from scratch instead of fine-tuning "
+                                    "--base (edgetune models lists them), e.g. bcresnet-3.")
     ap.add_argument("--real", type=Path, default=REAL_DEFAULT)
     ap.add_argument("--variants", default="light", help="Semicolon-separated variants.")
     ap.add_argument("--seeds", default="0,1,2")
@@ -103,7 +105,7 @@ def main() -> None:
             run = run_one(args, variant, seed, args.out / f"{mix_slug(variant)}-s{seed}")
             print(json.dumps(run), flush=True)
             runs.append(run)
-            write_json_atomic(results_path, {"data": str(args.data), "base": str(args.base),
+            write_json_atomic(results_path, {"data": str(args.data), "base": args.model or str(args.base),
                                              "real": str(args.real), "runs": runs})
     table = markdown([r for r in runs if r["variant"] in variants], seeds, args.real)
     write_text_atomic(args.out / "results.md", table)
