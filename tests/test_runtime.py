@@ -850,3 +850,23 @@ def test_set_metadata_changes_one_entry_and_keeps_the_rest_of_the_file(model_pat
     (tmp_path / "bad.onnx").write_bytes(b"\x0a\xff\xff")
     with pytest.raises(ModelError, match="not a readable ONNX file"):
         set_metadata(tmp_path / "bad.onnx", "k", "v")
+
+
+def test_heldout_set_keeps_only_voices_no_model_learnt_or_selected_on(tmp_path):
+    """tools/heldout_set.py: a second corpus's clips of the first one's train and validation
+    voices are left out; its own new voices and the first one's test voices are kept, as test."""
+    from conftest import make_tone_dataset, speakers_covering_splits, tone_clip
+
+    from edgetune.data.dataset import load_dataset, which_split
+
+    old = make_tone_dataset(tmp_path / "old", clips_per_speaker=1)
+    new = make_tone_dataset(tmp_path / "new", clips_per_speaker=1, seed=1, noise=False)
+    rng = np.random.default_rng(2)
+    for speaker in ("fresh0", "fresh1"):
+        sf.write(new / "low" / f"{speaker}_nohash_0.wav", tone_clip(300.0, rng), SR)
+    n = load_tool("heldout_set").write_heldout(new, [old])
+    ds = load_dataset(new / "heldout.csv", silence=False)
+    old_test = {s for s in speakers_covering_splits() if which_split(s) == "test"}
+    assert {e.speaker for e in ds.examples} == old_test | {"fresh0", "fresh1"}
+    assert {e.split for e in ds.examples} == {"test"} and n["clips"] == len(ds.examples)
+    assert n["left_out"] == 3 * (len(speakers_covering_splits()) - len(old_test))
