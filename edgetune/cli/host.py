@@ -242,7 +242,7 @@ def evaluate(model, data, split, out, device, as_json) -> None:
                    "slower than 64 (1: any width).")
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
 @click.option("--epochs-per-step", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=2e-3, show_default=True, type=float,
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Peak learning rate of the fine-tune that recovers each pruning step.")
 @click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(0),
               help="0: int8 ranges calibrated on training clips, no QAT training")
