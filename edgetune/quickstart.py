@@ -44,7 +44,8 @@ def _stage(name: str, done: Path, run: Callable[[], str], say: Callable[[str], N
 
 
 def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progress: bool = False) -> dict:
-    from edgetune.compress.pipeline import CompressConfig, compress
+    from edgetune.compress.config import CompressConfig
+    from edgetune.compress.pipeline import compress
     from edgetune.data.augment import AugmentConfig
     from edgetune.data.synth.corpus import build_corpus
     from edgetune.export import export_onnx

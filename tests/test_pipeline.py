@@ -272,6 +272,34 @@ def test_quantization_never_silently_does_nothing(run):
         prepare_qat(NoConv(), 98, 40)
 
 
+def test_evaluating_a_qat_model_leaves_its_int8_ranges_alone():
+    """Eval freezes the observers (calibration and training move them): else each
+    validation pass shifted the ranges, and the model kept on validation, then saved with
+    ranges that had seen the test clips, was not the one scored."""
+    from edgetune.compress.qat import calibrate, prepare_qat
+    from edgetune.nets import create_model
+
+    def ranges():
+        return {k: v.clone() for k, v in qat.state_dict().items()
+                if "activation_post_process" in k and k.endswith(("scale", "zero_point", "min_val", "max_val"))}
+
+    torch.manual_seed(0)
+    qat = prepare_qat(create_model("dscnn-s", 4), 98, 40)
+    before = ranges()
+    calibrate(qat, torch.randn(32, 1, 98, 40) * 3 - 4)
+    calibrated = ranges()
+    assert any(not torch.equal(v, before[k]) for k, v in calibrated.items())
+    qat.eval()
+    x = torch.randn(16, 1, 98, 40) * 5  # far outside what calibration saw
+    with torch.no_grad():
+        first, second = qat(x), qat(x)
+    assert torch.equal(first, second)
+    assert all(torch.equal(v, calibrated[k]) for k, v in ranges().items())
+    qat.train()
+    qat(x)
+    assert any(not torch.equal(v, calibrated[k]) for k, v in ranges().items())
+
+
 def test_int8_bcresnet_is_deterministic_in_eval_and_matches_onnxruntime(tmp_path):
     """BC-ResNet's channel dropout must be off in the converted int8 graph, export's torch
     reference: before, two evaluations of one batch differed and the parity check failed."""

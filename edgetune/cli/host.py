@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 
 from edgetune.cli.common import echo_json, int_list, progress_enabled
+from edgetune.compress.config import CompressConfig
+
+COMPRESS = CompressConfig()  # the defaults `compress` shows and uses
 
 
 def _command_line() -> str:
@@ -228,7 +231,7 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--data", type=click.Path(path_type=str), help="Dataset [default: the one the checkpoint records].")
 @click.option("--out", type=click.Path(path_type=str), help="Run folder [default: the checkpoint's].")
 @click.option("--ratio", type=click.FloatRange(0, 0.95), default=None,
-              help="Fraction of channels to remove [default 0.5 when no budget is given].")
+              help=f"Fraction of channels to remove [default {COMPRESS.ratio} when no budget is given].")
 @click.option("--target-params", type=click.IntRange(1), help="Prune until params <= N.")
 @click.option("--target-macs", type=click.IntRange(1), help="Prune until MACs per clip <= N.")
 @click.option("--device-profile", "profile", help="Prune to a device profile's model-size budget (int8 bytes).")
@@ -236,21 +239,21 @@ def evaluate(model, data, split, out, device, as_json) -> None:
               help="Prune to exactly these widths, one per layer as the checkpoint's "
                    "arch_config channels lists them (a --shared 3,4,4 merge: the 4 shared, then "
                    "each head's own), e.g. 64,64,64,48,64,64,32,32.")
-@click.option("--criterion", type=click.Choice(["l2", "bn_scale"]), default="l2", show_default=True)
-@click.option("--round-to", default=16, show_default=True, type=click.IntRange(1),
+@click.option("--criterion", type=click.Choice(["l2", "bn_scale"]), default=COMPRESS.criterion, show_default=True)
+@click.option("--round-to", default=COMPRESS.round_to, show_default=True, type=click.IntRange(1),
               help="Keep pruned widths multiples of N: onnxruntime's int8 convolutions run 56 channels "
                    "slower than 64 (1: any width).")
-@click.option("--steps", default=2, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
-@click.option("--epochs-per-step", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--steps", default=COMPRESS.steps, show_default=True, type=click.IntRange(1), help="Prune -> recover rounds.")
+@click.option("--epochs-per-step", default=COMPRESS.epochs_per_step, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=COMPRESS.lr, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Peak learning rate of the fine-tune that recovers each pruning step.")
-@click.option("--qat-epochs", default=4, show_default=True, type=click.IntRange(0),
+@click.option("--qat-epochs", default=COMPRESS.qat_epochs, show_default=True, type=click.IntRange(0),
               help="0: int8 ranges calibrated on training clips, no QAT training")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Stop pruning before val accuracy falls under this.")
-@click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=COMPRESS.max_drop, show_default=True,
               help="...or under the fine-tuned val accuracy minus this.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=COMPRESS.device, show_default=True)
+@click.option("--seed", default=COMPRESS.seed, show_default=True)
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
 def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, widths, criterion, round_to, steps,
@@ -258,8 +261,8 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
     if _relaunched(nproc):
         return
-    from edgetune.compress.pipeline import CompressConfig, format_stages
     from edgetune.compress.pipeline import compress as run
+    from edgetune.compress.pipeline import format_stages
 
     if profile:
         from edgetune.runtime.devices import get_profile
@@ -269,7 +272,7 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
         raise click.UsageError("--widths sets every layer's width: give it without --ratio, "
                                "--target-params, --target-macs or --device-profile")
     if ratio is None and not (target_params or target_macs or widths):
-        ratio = 0.5
+        ratio = COMPRESS.ratio
     cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs, widths=widths,
                         criterion=criterion, round_to=round_to, steps=steps, epochs_per_step=epochs_per_step,
                         lr=lr, qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edgetune.compress.config import CompressConfig
 from edgetune.data.augment import AugmentConfig
 from edgetune.errors import EdgetuneError
 from edgetune.files import write_json_atomic
@@ -38,27 +38,6 @@ from edgetune.train.loop import TrainConfig, Trainer, accuracy, features_of, pre
 from edgetune.train.merge import checkpoint_tensors
 
 PRUNED, QAT = "pruned.pt", "qat.pt"
-
-
-@dataclass
-class CompressConfig:
-    ratio: float | None = 0.5  # fraction of channels removed, when no budget is given
-    target_params: int | None = None
-    target_macs: int | None = None
-    widths: list[int] | None = None  # exact widths per layer (arch_config["channels"]): overrides the rest
-    criterion: str = "l2"
-    round_to: int = 16  # pruned widths stay multiples of this: other widths fall off fast int8 kernels
-    steps: int = 2
-    epochs_per_step: int = 4
-    qat_epochs: int = 4
-    lr: float = 2e-3
-    qat_lr: float = 5e-4
-    batch_size: int = 64
-    min_accuracy: float | None = None
-    max_drop: float | None = 0.01
-    device: str = "auto"
-    seed: int = 0
-    augment: AugmentConfig | None = None  # None: the fine-tune run's own, else the default
 
 
 def _train_cfg(cc: CompressConfig, epochs: int, lr: float) -> TrainConfig:
