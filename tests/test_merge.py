@@ -250,10 +250,11 @@ def test_compress_prunes_a_merge_to_the_widths_asked_for(exact, tmp_path):
     widths = [64, 48] + [32, 32, 16] + [48, 32, 32]  # the trunk's 2 blocks, then each head's 3
     assert len(widths) == len(ckpt["arch_config"]["channels"])
     r = invoke("compress", out / "merged.pt", "--out", tmp_path, "--widths", ",".join(map(str, widths)),
-               "--steps", 1, "--epochs-per-step", 1, "--lr", 1e-3, "--qat-epochs", 0, "--max-drop", 1.0, "--json")
+               "--steps", 1, "--epochs-per-step", 1, "--lr", 1e-3, "--qat-epochs", 0, "--qat-lr", 1e-4, "--max-drop", 1.0, "--json")
     assert r.exit_code == 0, r.output
     pruned = load_checkpoint(tmp_path / "pruned.pt")
-    assert pruned["arch_config"]["channels"] == widths and pruned["meta"]["recipe"]["lr"] == 1e-3
+    assert pruned["arch_config"]["channels"] == widths
+    assert (pruned["meta"]["recipe"]["lr"], pruned["meta"]["recipe"]["qat_lr"]) == (1e-3, 1e-4)
     assert [h["name"] for h in pruned["heads"]] == ["low", "high"]
     r = invoke("compress", out / "merged.pt", "--out", tmp_path / "x", "--widths", "64,48", "--ratio", 0.5)
     assert r.exit_code != 0 and "without --ratio" in r.output and "Traceback" not in r.output

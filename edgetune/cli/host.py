@@ -249,6 +249,8 @@ def evaluate(model, data, split, out, device, as_json) -> None:
               help="Peak learning rate of the fine-tune that recovers each pruning step.")
 @click.option("--qat-epochs", default=COMPRESS.qat_epochs, show_default=True, type=click.IntRange(0),
               help="0: int8 ranges calibrated on training clips, no QAT training")
+@click.option("--qat-lr", default=COMPRESS.qat_lr, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Peak learning rate of QAT (the calibrated start is kept unless an epoch beats it).")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Stop pruning before val accuracy falls under this.")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=COMPRESS.max_drop, show_default=True,
               help="...or under the fine-tuned val accuracy minus this.")
@@ -257,7 +259,7 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--nproc", type=click.IntRange(1), help="Train on N processes (launches torchrun; DDP).")
 @click.option("--json", "as_json", is_flag=True)
 def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, widths, criterion, round_to, steps,
-             epochs_per_step, lr, qat_epochs, min_accuracy, max_drop, device, seed, nproc, as_json) -> None:
+             epochs_per_step, lr, qat_epochs, qat_lr, min_accuracy, max_drop, device, seed, nproc, as_json) -> None:
     """Prune channels (really removing them), then quantization-aware fine-tune to int8."""
     if _relaunched(nproc):
         return
@@ -275,7 +277,7 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
         ratio = COMPRESS.ratio
     cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs, widths=widths,
                         criterion=criterion, round_to=round_to, steps=steps, epochs_per_step=epochs_per_step,
-                        lr=lr, qat_epochs=qat_epochs, min_accuracy=min_accuracy, max_drop=max_drop,
+                        lr=lr, qat_epochs=qat_epochs, qat_lr=qat_lr, min_accuracy=min_accuracy, max_drop=max_drop,
                         device=device, seed=seed)
     quiet = _quiet_unless_main()
     result = run(checkpoint, data=data, out=out, cc=cc, command=_command_line(),
