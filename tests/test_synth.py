@@ -29,14 +29,14 @@ from edgetune.errors import DataError
 HAVE_ESPEAK = engine_available("espeak")
 HAVE_PIPER = engine_available("piper")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeakng-loader not installed (edgetune[synth])")
-ENGINES = [e for e in ("espeak", "piper", "flite", "kokoro") if engine_available(e)]
+ENGINES = [e for e in ("espeak", "piper", "flite", "kokoro", "mbrola") if engine_available(e)]
 # Piper clips are bit-reproducible only when `onnx` can rewrite its noise nodes
 if importlib.util.find_spec("onnx") is None and "piper" in ENGINES:
     ENGINES.remove("piper")
 SPEAKER_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 
-@pytest.mark.parametrize("name", ["espeak", "piper", "flite", "kokoro"])
+@pytest.mark.parametrize("name", ["espeak", "piper", "flite", "kokoro", "mbrola"])
 def test_engine_says_a_word(name):
     if not engine_available(name):
         pytest.skip(f"{name} engine not installed: {', '.join(missing_requirements(name))}")
@@ -199,7 +199,7 @@ def test_engine_weights_parse():
 
 def _fake_voices():
     """Identities for every engine, none loaded (planning only draws, never renders)."""
-    return C.voice_identities(0, ["espeak", "piper", "flite", "kokoro"], counts={n: 6 for n in C.N_VOICES})
+    return C.voice_identities(0, ["espeak", "piper", "flite", "kokoro", "mbrola"], counts={n: 6 for n in C.N_VOICES})
 
 
 def test_engine_mix_plans_are_deterministic():
@@ -222,12 +222,26 @@ def test_engine_mix_plans_are_deterministic():
         assert p.engine == ("piper" if u < 0.3 else "espeak")
 
 
-def test_flite_never_says_a_plain_vowel():
+@pytest.mark.parametrize("english_only", ["flite", "mbrola"])
+def test_english_only_engines_never_say_a_plain_vowel(english_only):
     voices = _fake_voices()
-    plans = C.plan_corpus("vowels", 40, 0, voices, weights={"flite": 0.9, "espeak": 0.1})
+    if not voices[english_only]:
+        pytest.skip(f"{english_only}: no voice installed")
+    plans = C.plan_corpus("vowels", 40, 0, voices, weights={english_only: 0.9, "espeak": 0.1})
     assert {p.engine for p in plans if p.label in C.VOWELS} == {"espeak"}
     with pytest.raises(DataError, match="can say"):
-        C.plan_corpus("vowels", 2, 0, {"flite": voices["flite"]})
+        C.plan_corpus("vowels", 2, 0, {english_only: voices[english_only]})
+
+
+def test_mbrola_without_voices_is_skipped_with_one_line(monkeypatch, tmp_path, capsys):
+    from edgetune.data.synth import mbrola
+
+    monkeypatch.setattr(mbrola, "VOICE_DIR", tmp_path)  # programs may be there, databases are not
+    monkeypatch.setattr(engines, "_warned", set())
+    assert engines.available_engines(["mbrola"]) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: synth engine 'mbrola' skipped")
+    assert get_engine("mbrola").voices(np.random.default_rng(0), 4) == []
 
 
 @pytest.fixture(scope="module")

@@ -32,21 +32,26 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--augment", default="light", choices=["light", "default", "strong"],
+                    help="Augmentation preset (edgetune.data.augment.AugmentConfig).")
+    ap.add_argument("--engines", default=None, help="Engine mix of the corpus [default: the corpus default].")
     ap.add_argument("--real", type=Path, help="A real labelled folder to score on (never trained on).")
     ap.add_argument("--out", type=Path, default=REPO_MODELS)
     ap.add_argument("--work", type=Path, default=Path("runs") / "pretrain")
     args = ap.parse_args()
 
-    from edgetune.data.synth.corpus import build_corpus
+    from edgetune.data.augment import AugmentConfig
+    from edgetune.data.synth.corpus import DEFAULT_ENGINES, build_corpus
     from edgetune.evaluate import evaluate
     from edgetune.train.finetune import finetune
     from edgetune.train.loop import TrainConfig
 
     t0 = time.time()
+    args.engines = args.engines or DEFAULT_ENGINES
     corpus = build_corpus(args.corpus, "all", clips_per_word=args.clips_per_word, seed=args.seed,
-                          progress=sys.stderr.isatty())
+                          engines=args.engines, progress=sys.stderr.isatty())
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device)
+                      device=args.device, augment=AugmentConfig.preset(args.augment))
     work = args.work / args.model
     result = finetune(args.corpus, work, model_name=args.model, cfg=cfg, stage="base",
                       command=" ".join(sys.argv), progress=sys.stderr.isatty(),
@@ -85,10 +90,10 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         f"{ckpt['frontend']['hop_ms']:g} ms hop, {ckpt['frontend']['clip_seconds']:g} s clips |"),
         "",
         "## Data (synthetic)",
-        (f"`edgetune data synth --task all --clips-per-word {args.clips_per_word} --seed {args.seed}`: "
-        f"{corpus.get('clips', '?')} clips from {corpus.get('voices', {})} voice identities "
-        "(eSpeak NG voices and variants, and the Piper `en_US-joe-medium` voice with formant-shifted "
-        "pseudo-speakers). Splits are speaker-disjoint by the Speech Commands hash rule: "
+        (f"`edgetune data synth --task all --clips-per-word {args.clips_per_word} --seed {args.seed} "
+        f"--engines {args.engines}`: {corpus.get('n_clips', '?')} clips from {corpus.get('voices', {})} "
+        "voice identities (the engines' recipes are in the corpus's corpus.json). "
+        "Splits are speaker-disjoint by the Speech Commands hash rule: "
         f"train {splits['train']}, val {splits['val']}, test {splits['test']} clips "
         "(`_silence_` cut from generated background noise included)."),
         "",
@@ -108,13 +113,22 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         "",
         "## Recipe",
         f"`python tools/pretrain_base.py --model {args.model} --epochs {args.epochs} --batch-size "
-        f"{args.batch_size} --lr {args.lr} --seed {args.seed}`"
+        f"{args.batch_size} --lr {args.lr} --seed {args.seed} --augment {args.augment}`"
         + (f" `--real {args.real}`" if args.real else "")
-        + f" ({seconds / 60:.0f} min here, 2 CPU cores). AdamW, warm-up + cosine, label smoothing 0.1, "
-        "augmentation: speed 0.9-1.1, shift, reverb, background noise 5-20 dB SNR, gain, SpecAugment.",
+        + f" ({seconds / 60:.0f} min here, 2 CPU cores). AdamW, warm-up + cosine, label smoothing "
+        f"{meta['recipe']['label_smoothing']}, band means removed in the model: {ckpt['arch_config'].get('cmn', False)}.",
+        f"Augmentation (`{args.augment}`): {augment_text(meta['recipe']['augment'])}.",
         f"Created {meta['created']} with edgetune {meta['edgetune']}, torch {meta['torch']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def augment_text(a: dict) -> str:
+    """The augmentation as the checkpoint recorded it, in words."""
+    return (f"speed {a['speed'][0]:g}-{a['speed'][1]:g}, tempo {a['tempo'][0]:g}-{a['tempo'][1]:g}x, "
+            f"shift {a['shift_ms']:g} ms, reverb p={a['reverb_prob']:g}, background noise p={a['noise_prob']:g} "
+            f"at {a['snr_db'][0]:g}-{a['snr_db'][1]:g} dB SNR, gain {a['gain_db'][0]:g} to {a['gain_db'][1]:g} dB, "
+            f"SpecAugment {a['freq_masks']}x{a['freq_mask_bins']} bands, {a['time_masks']}x{a['time_mask_frames']} frames")
 
 
 if __name__ == "__main__":

@@ -72,14 +72,14 @@ TASKS = {"commands": COMMANDS, "digits": DIGITS, "vowels": VOWELS,
          "all": COMMANDS + DIGITS + VOWELS + UNKNOWN_WORDS}
 UNKNOWN = "_unknown_"
 
-N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40}
+N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60}
 # Measured (tools/eval_real.py, digits vs real FSDD, one seed): adding Flite +3 points, adding
 # Kokoro alone -2 and it renders ~20x slower; Kokoro stays an option (--engines ...,kokoro=0.15).
 DEFAULT_ENGINES = "espeak=0.4,piper=0.4,flite=0.2"
 # One uniform draw per clip picks its engine against cumulative shares in this fixed
 # order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
 # (piper if u < fraction, else espeak), so corpora built before keep their plans.
-DRAW_ORDER = ("piper", "espeak", "flite", "kokoro")
+DRAW_ORDER = ("piper", "espeak", "flite", "kokoro", "mbrola")
 
 
 def _h(s: str) -> int:

