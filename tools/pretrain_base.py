@@ -113,7 +113,7 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         "",
         "## Recipe",
         f"`python tools/pretrain_base.py --model {args.model} --epochs {args.epochs} --batch-size "
-        f"{args.batch_size} --lr {args.lr} --seed {args.seed} --augment {args.augment}`"
+        f"{args.batch_size} --lr {args.lr} --seed {args.seed} --augment {args.augment} --engines {args.engines}`"
         + (f" `--real {args.real}`" if args.real else "")
         + f" ({seconds / 60:.0f} min here, 2 CPU cores). AdamW, warm-up + cosine, label smoothing "
         f"{meta['recipe']['label_smoothing']}, band means removed in the model: {ckpt['arch_config'].get('cmn', False)}.",

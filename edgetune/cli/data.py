@@ -49,8 +49,8 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
 @click.option("--engines", default=None,
               help="Engine mix, NAME=WEIGHT,... or plain names for equal shares; engines: espeak, piper, "
-                   "flite, kokoro; one not installed is skipped [default: "
-                   "espeak=0.4,piper=0.4,flite=0.2].")
+                   "flite, kokoro, mbrola; one not installed is skipped [default: "
+                   "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25].")
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)

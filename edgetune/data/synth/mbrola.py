@@ -7,8 +7,9 @@ the American (us1-us3) and British (en1) voices, eSpeak NG reads English through
 German, French, Dutch, Swedish... voices: English with those speakers' accents.
 
 Both programs are deterministic, so an utterance depends only on its settings. The
-voices are in Debian's non-free section (`contrib non-free` in the apt sources): their
-licence allows non-commercial, non-military use; see /usr/share/doc/mbrola-*/copyright.
+voices are in Debian's non-free section (`contrib non-free` in the apt sources): each
+database may be used with the Mbrola program and copied free of charge, but not sold or
+built into a product that is sold (/usr/share/doc/mbrola-*/copyright).
 """
 
 from __future__ import annotations
