@@ -35,10 +35,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DEFAULT = ROOT.parent / "shared" / "realdata" / "fsdd_digits"
-ALL_FOUR = "espeak,piper,flite,kokoro"
-QUICK_MIXES = "espeak,piper;espeak,piper,flite;espeak,piper,kokoro;" + ALL_FOUR
-FULL_MIXES = ("espeak=0.35,piper=0.35,flite=0.15,kokoro=0.15;espeak,piper;espeak,piper,flite;"
-              "espeak,piper,kokoro;" + ALL_FOUR + ";espeak;piper;flite;kokoro")
+ALL_FIVE = "espeak,piper,flite,kokoro,mbrola"
+QUICK_MIXES = "espeak,piper;espeak,piper,flite;espeak,piper,flite,mbrola;espeak,piper,kokoro"
+FULL_MIXES = ("espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25;espeak,piper;espeak,piper,flite;"
+              "espeak,piper,flite,mbrola;espeak,piper,kokoro;" + ALL_FIVE + ";espeak;piper;flite;kokoro;mbrola")
 
 
 def augment_config(name: str):
