@@ -75,8 +75,8 @@ UNKNOWN = "_unknown_"
 N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60}
 # Measured (tools/eval_real.py, digits vs real FSDD, one seed): adding Flite +3 points, adding
 # Kokoro alone -2 and it renders ~20x slower; Kokoro stays an option (--engines ...,kokoro=0.15).
-# MBROLA (real speakers' diphones) at a quarter of the clips: +2.4 points over 2-3 seeds of
-# tools/finetune_real.py (at half, +0.2). Where it is not installed the others share its part.
+# MBROLA (real speakers' diphones) at a quarter of the clips: 84.9% against 82.4% over 3 seeds
+# of tools/finetune_real.py (at half, 82.6% over 2). Where it is not installed the others share its part.
 DEFAULT_ENGINES = "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25"
 # One uniform draw per clip picks its engine against cumulative shares in this fixed
 # order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
