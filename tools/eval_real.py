@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.data.synth.corpus import DEFAULT_ENGINES
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DEFAULT = ROOT.parent / "shared" / "realdata" / "fsdd_digits"
 ALL_FIVE = "espeak,piper,flite,kokoro,mbrola"
 QUICK_MIXES = "espeak,piper;espeak,piper,flite;espeak,piper,flite,mbrola;espeak,piper,kokoro"
-FULL_MIXES = ("espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25;espeak,piper;espeak,piper,flite;"
+FULL_MIXES = (DEFAULT_ENGINES + ";espeak,piper;espeak,piper,flite;"
               "espeak,piper,flite,mbrola;espeak,piper,kokoro;" + ALL_FIVE + ";espeak;piper;flite;kokoro;mbrola")
 
 

@@ -68,6 +68,11 @@ class Engine:
     def prepare(self) -> None:
         """One-off set-up, run in the parent process before workers start."""
 
+    @classmethod
+    def missing_data(cls) -> list[str]:
+        """What the engine needs beyond its modules and programs (voice files), if absent."""
+        return []
+
     def say(self, voice: Voice, word: Word | str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         if isinstance(word, str):
             word = Word(word, word)
@@ -311,6 +316,12 @@ class MbrolaEngine(Engine):
     def can_say(self, word):
         return not word.vowel_langs  # the English voices would say the letter's name
 
+    @classmethod
+    def missing_data(cls):
+        from edgetune.data.synth.mbrola import installed_voices
+
+        return [] if installed_voices() else ["an MBROLA voice"]
+
     def voices(self, rng, n):
         from edgetune.data.synth.mbrola import NATIVE, installed_voices
 
@@ -367,11 +378,7 @@ _warned: set[str] = set()
 def missing_requirements(name: str) -> list[str]:
     mods = [m for m in _MODULES[name] if importlib.util.find_spec(m) is None]
     missing = mods + [p for p in _PROGRAMS.get(name, ()) if shutil.which(p) is None]
-    if name == "mbrola" and not missing:
-        from edgetune.data.synth.mbrola import installed_voices
-
-        missing += [] if installed_voices() else ["an MBROLA voice"]
-    return missing
+    return missing or ENGINES[name].missing_data()
 
 
 def engine_available(name: str) -> bool:
