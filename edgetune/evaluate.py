@@ -10,7 +10,7 @@ import numpy as np
 from edgetune.data.dataset import ClipLoader, load_dataset, voices_of
 from edgetune.errors import ModelError
 from edgetune.frontend import FrontEnd
-from edgetune.metrics import classification_report
+from edgetune.metrics import classification_report, per_speaker
 
 
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", device: str = "cpu",
@@ -35,6 +35,7 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", devi
     y_pred = eval_checkpoint(ckpt, clips, device)
     report = classification_report(y_true, y_pred, ckpt["labels"])
     report.update({"model": str(model_path), "split": split, "data": str(data),
+                   "per_speaker": per_speaker([e.speaker for e in examples], y_true, y_pred),
                    "voices": voices_of(data),
                    "stage": ckpt["meta"]["stage"],
                    "precision": "int8 (QAT, torch)" if ckpt.get("quant") else "fp32 (torch)",

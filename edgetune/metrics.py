@@ -38,3 +38,14 @@ def classification_report(y_true, y_pred, labels: list[str]) -> dict:
         "confusion": cm.tolist(),
         "labels": list(labels),
     }
+
+
+def per_speaker(speakers: list[str], y_true, y_pred) -> dict:
+    """{speaker: {"n", "correct", "accuracy"}}, worst first: which people a model fails."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    names = np.asarray(speakers)
+    out = {}
+    for name in np.unique(names):
+        hit = y_true[names == name] == y_pred[names == name]
+        out[str(name)] = {"n": int(hit.size), "correct": int(hit.sum()), "accuracy": float(hit.mean())}
+    return dict(sorted(out.items(), key=lambda kv: (kv[1]["accuracy"], kv[0])))

@@ -323,6 +323,13 @@ def test_verify_known_result(rec, tone_dir):
     assert r["per_class"]["low"]["recall"] == 1.0 and r["per_class"]["_unknown_"]["recall"] == 0.0
     assert r["per_class"]["_silence_"]["precision"] == pytest.approx(6 / 10)
     assert "confusion" in format_report(r) and "FAIL" in format_report(r)
+    # per speaker, worst first: the four speakers of `other` (a label the model lacks) miss
+    speakers = r["per_speaker"]
+    assert sum(c["n"] for c in speakers.values()) == 28
+    assert [name for name in speakers][:4] == [f"spk{i:02d}other" for i in range(4)]
+    assert all(c["accuracy"] == 0.0 for c in list(speakers.values())[:4])
+    assert list(speakers.values())[-1]["accuracy"] == 1.0
+    assert f"per speaker, the worst 12 of {len(speakers)}" in format_report(r)
     # recordings, not the built-in corpus: the report says which
     assert r["voices"] == "recorded" and "28 clips of recorded voices" in format_report(r)
     (tone_dir / "corpus.json").write_text("{}")
@@ -870,3 +877,15 @@ def test_heldout_set_keeps_only_voices_no_model_learnt_or_selected_on(tmp_path):
     assert {e.speaker for e in ds.examples} == old_test | {"fresh0", "fresh1"}
     assert {e.split for e in ds.examples} == {"test"} and n["clips"] == len(ds.examples)
     assert n["left_out"] == 3 * (len(speakers_covering_splits()) - len(old_test))
+
+
+def test_per_speaker_accuracy_worst_first():
+    from edgetune.metrics import per_speaker
+    from edgetune.runtime.verify import _speaker_lines
+
+    got = per_speaker(["ann", "bob", "ann", "bob", "cy"], [0, 1, 2, 0, 1], [0, 2, 1, 2, 1])
+    assert list(got) == ["bob", "ann", "cy"]
+    assert got["ann"] == {"n": 2, "correct": 1, "accuracy": 0.5}
+    lines = _speaker_lines(got)
+    assert lines[0] == "per speaker" and "ann" in lines[2] and "50.0%  (1/2)" in lines[2]
+    assert _speaker_lines({"one": got["ann"]}) == []  # one speaker: the total says it all

@@ -14,7 +14,7 @@ from edgetune.audio import probe
 from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset, voices_of
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.frontend import log_mel
-from edgetune.metrics import classification_report
+from edgetune.metrics import classification_report, per_speaker
 from edgetune.runtime.level import peak_level_db
 from edgetune.runtime.model import Recogniser, load_model, one_head, softmax
 
@@ -105,6 +105,7 @@ def verify(
     report = score(truth, preds, labels)
     report["per_class"].pop(UNSURE, None)  # an answer, never a true class
     report.update(
+        per_speaker=per_speaker([e.speaker for e in examples], truth, preds),
         passed=bool(report["accuracy"] >= min_accuracy),
         min_accuracy=float(min_accuracy),
         model=rec.path,
@@ -178,11 +179,28 @@ def format_report(r: dict) -> str:
     for i in shown:
         lines.append(f"{labels[i]:<{width}} " + " ".join(f"{int(conf[i, j]):>{cw}}" for j in shown))
     lines.append("")
+    lines += _speaker_lines(r.get("per_speaker") or {})
     line = f"accuracy  {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']})"
     if "passed" in r:  # verify judges against a goal; evaluate only reports
         line += f", goal {100 * r['min_accuracy']:.1f}%: {'PASS' if r['passed'] else 'FAIL'}"
     lines.append(line)
     return "\n".join(lines)
+
+
+# More speakers than this (a synthetic corpus's hundreds of voices) and only the worst show.
+MAX_SPEAKERS_SHOWN = 12
+
+
+def _speaker_lines(speakers: dict) -> list[str]:
+    """Accuracy per speaker, worst first (a real set's few people; a corpus's worst voices)."""
+    if len(speakers) < 2:
+        return []
+    shown = list(speakers.items())[:MAX_SPEAKERS_SHOWN]
+    head = ("per speaker" if len(speakers) <= MAX_SPEAKERS_SHOWN
+            else f"per speaker, the worst {len(shown)} of {len(speakers)}")
+    width = max(len(name) for name, _ in shown)
+    return [head] + [f"  {name:<{width}}  {100 * c['accuracy']:5.1f}%  ({c['correct']}/{c['n']})"
+                     for name, c in shown] + [""]
 
 
 def _limit_lines(r: dict) -> list[str]:
