@@ -383,6 +383,20 @@ def test_tempo_changes_a_word_s_length_not_its_spectrum():
     assert torch.equal(Augmenter(plain, 16000, [], seed=0).features(word), word)
 
 
+def test_lowpass_leaves_nothing_above_the_cut_off():
+    from edgetune.data.augment import AugmentConfig, Augmenter
+
+    plain = dataclasses.replace(AugmentConfig(), speed=(1.0, 1.0), shift_ms=0, reverb_prob=0.0,
+                                noise_prob=0.0, gain_db=(0.0, 0.0))
+    x = torch.randn(4, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    freqs = torch.fft.rfftfreq(16000, 1 / 16000)
+    out = Augmenter(dataclasses.replace(plain, lowpass_prob=1.0), 16000, [], seed=0).waveform(x)
+    spectrum, before = torch.fft.rfft(out, dim=1).abs(), torch.fft.rfft(x, dim=1).abs()
+    assert spectrum[:, freqs > 4000].max() < 1e-3 * before[:, freqs > 4000].max()
+    torch.testing.assert_close(spectrum[:, freqs < 3300], before[:, freqs < 3300], rtol=1e-3, atol=1e-3)
+    assert torch.equal(Augmenter(plain, 16000, [], seed=0).waveform(x), x)  # off by default
+
+
 def test_int8_parity_allows_one_flipped_clip_and_no_more_than_one_percent():
     from edgetune.export import int8_agrees
 

@@ -1,7 +1,7 @@
 """Training augmentation (torch, batched, seeded): the variety a real microphone adds.
 
 Waveform: speed perturbation, time shift, simple room reverberation, background
-noise at a random SNR, gain. Features: tempo (each clip's frames stretched or
+noise at a random SNR, band-limiting (a recorder at 8 kHz), gain. Features: tempo (each clip's frames stretched or
 squeezed in time, pitch kept), SpecAugment time and frequency masks.
 All draws come from one torch.Generator, so a seed reproduces a run.
 """
@@ -30,6 +30,8 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_frames: int = 10
     tempo: tuple[float, float] = (1.0, 1.0)  # duration factor per clip, log-uniform
+    lowpass_prob: float = 0.0  # share of clips recorded as at 8 kHz: nothing above lowpass_hz
+    lowpass_hz: tuple[float, float] = (3400.0, 4000.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +86,7 @@ class Augmenter:
         x = self._shift(x)
         x = self._reverb(x)
         x = self._add_noise(x)
+        x = self._lowpass(x)
         gain = 10 ** (_uniform(self.g, len(x), *self.cfg.gain_db, x.device) / 20)
         return (x * gain[:, None]).clamp(-1.0, 1.0)
 
@@ -164,6 +167,21 @@ class Augmenter:
         wet = wet * (x[idx].norm(dim=1, keepdim=True) / wet.norm(dim=1, keepdim=True).clamp(min=1e-8))
         out = x.clone()
         out[idx] = wet
+        return out
+
+    def _lowpass(self, x: torch.Tensor) -> torch.Tensor:
+        """Chosen clips lose everything above their cut-off, as audio recorded at 8 kHz does:
+        the cues above 4 kHz (the /s/ of six and seven) are then absent, not just quieter."""
+        chosen = torch.rand(len(x), generator=self.g) < self.cfg.lowpass_prob
+        if not chosen.any():
+            return x
+        idx = chosen.nonzero()[:, 0]
+        cutoff = _uniform(self.g, len(idx), *self.cfg.lowpass_hz, "cpu")
+        spectrum = torch.fft.rfft(x[idx], dim=1)
+        freqs = torch.fft.rfftfreq(x.shape[1], 1 / self.sample_rate)
+        keep = (freqs[None] <= cutoff[:, None]).to(x.device)
+        out = x.clone()
+        out[idx] = torch.fft.irfft(spectrum * keep, n=x.shape[1], dim=1)
         return out
 
     def _add_noise(self, x: torch.Tensor) -> torch.Tensor:
