@@ -222,44 +222,6 @@ def test_engine_mix_plans_are_deterministic():
         assert p.engine == ("piper" if u < 0.3 else "espeak")
 
 
-def test_accented_clips_are_said_in_phonemes_by_espeak_and_mbrola():
-    from edgetune.data.synth.accents import ACCENT_VARIANTS
-
-    voices = _fake_voices()
-    mix = {"espeak": 0.3, "piper": 0.3, "flite": 0.15, "mbrola": 0.25}
-    plain = C.plan_corpus("digits", 60, 0, voices, weights=mix)
-    accented = C.plan_corpus("digits", 60, 0, voices, weights=mix, accent_share=0.3)
-    said = [p for p in accented if p.word.phonemes]
-    assert 0.2 < len(said) / sum(p.label in C.DIGITS for p in accented) < 0.4
-    assert {p.engine for p in said} <= {"espeak", "mbrola"}
-    assert all(p.word.phonemes in ACCENT_VARIANTS[p.label] for p in said)
-    assert all(p.label != C.UNKNOWN for p in said)
-    # the clips said plainly are planned exactly as in a corpus without accents
-    before = {p.relpath: (p.utt, p.fx) for p in plain}
-    assert all(before[p.relpath] == (p.utt, p.fx) for p in accented if not p.word.phonemes)
-    assert C.plan_corpus("digits", 60, 0, voices, weights=mix, accent_share=0.0) == plain
-
-
-def test_accent_variants_are_phonemes_of_task_words():
-    from edgetune.data.synth.accents import ACCENT_VARIANTS
-
-    assert set(ACCENT_VARIANTS) <= set(C.COMMANDS + C.DIGITS)
-    for variants in ACCENT_VARIANTS.values():  # one eSpeak word each, inside [[...]] once
-        assert len(set(variants)) == len(variants) and all(re.fullmatch(r"[^\[\]\s]+", v) for v in variants)
-
-
-@needs_espeak
-def test_espeak_says_an_accented_variant():
-    eng = get_engine("espeak")
-    voice = eng.voices(np.random.default_rng(0), 1)[0]
-    plain, rate = eng.say(voice, Word("six", "six"), np.random.default_rng(1))
-    accented, _ = eng.say(voice, Word("six", "six", phonemes="z'i:ks"), np.random.default_rng(1))
-    assert 0.2 <= len(effects.trim(effects.resample_speed(accented, rate))) / 16000 <= 1.6
-    assert len(plain) != len(accented) or not np.array_equal(plain, accented)
-    with pytest.raises(DataError, match="accent share"):
-        C.build_corpus("/nonexistent-never-written", "digits", accent_share=1.5)
-
-
 @pytest.mark.parametrize("english_only", ["flite", "mbrola"])
 def test_english_only_engines_never_say_a_plain_vowel(english_only):
     voices = _fake_voices()

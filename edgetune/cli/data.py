@@ -51,14 +51,11 @@ def check(source: str, as_json: bool) -> None:
               help="Engine mix, NAME=WEIGHT,... or plain names for equal shares; engines: espeak, piper, "
                    "flite, kokoro, mbrola; one not installed is skipped [default: "
                    "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25].")
-@click.option("--accent-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of the task's word clips said as many non-native speakers say them "
-                   "(six as \"seeks\", three as \"sree\"), by eSpeak and MBROLA voices.")
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")
 @click.option("--json", "as_json", is_flag=True)
-def synth(out, task, clips_per_word, unknown_clips, near_miss_clips, seed, workers, engines, accent_share,
-          soundfont, as_json) -> None:
+def synth(out, task, clips_per_word, unknown_clips, near_miss_clips, seed, workers, engines, soundfont,
+          as_json) -> None:
     """Build the built-in synthetic corpus (no downloads) in the Speech Commands layout.
 
     Re-running completes or reuses what is there."""
@@ -68,8 +65,7 @@ def synth(out, task, clips_per_word, unknown_clips, near_miss_clips, seed, worke
     out = out or str(corpus_dir(task))
     summary = build_corpus(out, task, clips_per_word=clips_per_word, seed=seed, workers=workers,
                            engines=engines or DEFAULT_ENGINES, progress=progress_enabled(), soundfont=soundfont,
-                           unknown_clips=unknown_clips, near_miss_clips=near_miss_clips,
-                           accent_share=accent_share)
+                           unknown_clips=unknown_clips, near_miss_clips=near_miss_clips)
     if as_json:
         echo_json(summary)
     else:

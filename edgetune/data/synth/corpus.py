@@ -20,14 +20,13 @@ import multiprocessing
 import os
 import time
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgetune.audio import write_audio
 from edgetune.data.synth import effects
-from edgetune.data.synth.accents import draw_variant
 from edgetune.data.synth.engines import (
     VOWEL_LANGS,
     Voice,
@@ -138,14 +137,9 @@ def choose_engine(u: float, word: Word, voices: dict[str, list[Voice]],
 
 
 def plan_clip(seed: int, label: str, index: int, word: Word, voices: dict[str, list[Voice]],
-              weights: dict[str, float] | None = None, accent_share: float = 0.0) -> ClipPlan:
-    """Everything random about one clip, drawn from its own (seed, label, index) stream;
-    whether it is said with an accent (accents.py) from a stream of its own, so a corpus
-    without accents is the same clip for clip."""
+              weights: dict[str, float] | None = None) -> ClipPlan:
+    """Everything random about one clip, drawn from its own (seed, label, index) stream."""
     rng = np.random.default_rng([seed, _h("clip:" + label), index])
-    if accent_share > 0:
-        variant = draw_variant(word.label, np.random.default_rng([seed, _h("accent:" + label), index]), accent_share)
-        word = replace(word, phonemes=variant)
     engine = choose_engine(rng.random(), word, voices, weights)
     pool = voices[engine]
     voice = pool[int(rng.integers(len(pool)))]
@@ -229,10 +223,9 @@ def task_labels(task: str, words: list[str] | None = None) -> tuple[list[str], b
 
 def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, list[Voice]],
                 words: list[str] | None = None, weights: dict[str, float] | None = None,
-                unknown_clips: int | None = None, near_miss_clips: int = 0,
-                accent_share: float = 0.0) -> list[ClipPlan]:
+                unknown_clips: int | None = None, near_miss_clips: int = 0) -> list[ClipPlan]:
     targets, with_unknown = task_labels(task, words)
-    plans = [plan_clip(seed, w, i, make_word(w), voices, weights, accent_share)
+    plans = [plan_clip(seed, w, i, make_word(w), voices, weights)
              for w in targets for i in range(clips_per_word)]
     if with_unknown:
         pool = [w for w in UNKNOWN_WORDS if w not in set(targets) | set(TASKS["commands"]) | set(TASKS["digits"])
@@ -259,7 +252,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
                  workers: int | None = None, engines=DEFAULT_ENGINES, progress: bool = True, *,
                  words: list[str] | None = None, noise: bool = True,
                  unknown_clips: int | None = None, near_miss_clips: int = 0,
-                 soundfont: str | None = None, accent_share: float = 0.0) -> dict:
+                 soundfont: str | None = None) -> dict:
     """Write (or complete) a synthetic corpus in `out_dir`; returns a summary dict.
 
     task: commands | digits | vowels | all, or instruments (rendered from `soundfont`,
@@ -268,9 +261,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     engine mix (see `parse_engine_weights`); engines not installed are skipped with a
     warning and the others share their part. `unknown_clips`: size of `_unknown_`
     (default: clips_per_word); `near_miss_clips`: more `_unknown_` clips, of words that sound
-    like the targets (NEAR_MISSES). `accent_share`: the share of target-word clips said the
-    way many non-native speakers say them (accents.py; by the engines that read eSpeak
-    phonemes). Existing clips are kept, so an interrupted build resumes."""
+    like the targets (NEAR_MISSES). Existing clips are kept, so an interrupted build resumes."""
     if task == "instruments":
         from edgetune.data.synth.instruments import build_instruments
 
@@ -293,10 +284,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     total = sum(requested[n] for n in names)
     weights = {n: round(requested[n] / total, 6) for n in names}
     voices = voice_identities(seed, names)
-    if not 0 <= accent_share <= 1:
-        raise DataError(f"accent share {accent_share:g}: give a share between 0 and 1")
-    plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips, near_miss_clips,
-                        accent_share)
+    plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips, near_miss_clips)
     out.mkdir(parents=True, exist_ok=True)
 
     todo = [p for p in plans if not (out / p.relpath).exists()]
@@ -356,7 +344,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     engine_counts = {n: 0 for n in names}
     speakers = set()
     for p in plans:
-        wr.writerow([p.relpath, p.label, p.voice.speaker, p.engine, p.word.espeak_input,
+        wr.writerow([p.relpath, p.label, p.voice.speaker, p.engine, p.word.text,
                      json.dumps(p.params(), sort_keys=True, separators=(",", ":"))])
         counts[p.label] = counts.get(p.label, 0) + 1
         engine_counts[p.engine] += 1
@@ -376,8 +364,6 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         "cmn": task != "vowels",
         "clips_per_word": clips_per_word,
         "near_miss_clips": near_miss_clips,
-        "accent_share": accent_share,
-        "accent_clips": sum(bool(p.word.phonemes) for p in plans),
         "counts": counts,
         "n_clips": len(plans),
         "engines": names,

@@ -37,14 +37,6 @@ class Word:
     label: str
     text: str
     vowel_langs: tuple[str, ...] = ()
-    # eSpeak English phoneme mnemonics to say instead of `text` (an accented variant,
-    # accents.py); only the engines that read eSpeak phonemes (eSpeak, MBROLA) say these
-    phonemes: str = ""
-
-    @property
-    def espeak_input(self) -> str:
-        """What eSpeak reads: the phonemes as `[[...]]` phoneme input, else the text."""
-        return f"[[{self.phonemes}]]" if self.phonemes else self.text
 
 
 @dataclass(frozen=True)
@@ -70,11 +62,8 @@ class Engine:
     def render(self, voice: Voice, word: Word, utt: dict, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         raise NotImplementedError
 
-    # Whether the engine reads eSpeak phonemes (Word.phonemes); the others say only text.
-    reads_phonemes = False
-
     def can_say(self, word: Word) -> bool:
-        return self.reads_phonemes or not word.phonemes
+        return True
 
     def prepare(self) -> None:
         """One-off set-up, run in the parent process before workers start."""
@@ -116,7 +105,6 @@ VOWEL_LANGS = ("de", "fi", "cs", "es", "it")
 
 class EspeakEngine(Engine):
     name = "espeak"
-    reads_phonemes = True
 
     @property
     def lib(self):
@@ -159,8 +147,8 @@ class EspeakEngine(Engine):
 
     def render(self, voice, word, utt, rng):
         lib = self.lib
-        audio = lib.synth(word.espeak_input, f"{utt['lang']}+{voice.params['variant']}", utt["rate"],
-                          utt["pitch"], utt["range"], phonemes=bool(word.phonemes), seed=int(rng.integers(2**31)))
+        audio = lib.synth(word.text, f"{utt['lang']}+{voice.params['variant']}", utt["rate"], utt["pitch"],
+                          utt["range"], seed=int(rng.integers(2**31)))
         return audio.astype(np.float32) / 32768.0, float(lib.sample_rate)
 
 
@@ -227,8 +215,7 @@ class FliteEngine(Engine):
     name = "flite"
 
     def can_say(self, word):
-        # English only: a vowel would come out as its letter name
-        return not word.vowel_langs and not word.phonemes
+        return not word.vowel_langs  # English only: a vowel would come out as its letter name
 
     def voices(self, rng, n):
         from edgetune.data.synth.flite import VOICES
@@ -325,7 +312,6 @@ class MbrolaEngine(Engine):
     each identity's pitch, pace and formant warp (declared rate, as for Piper)."""
 
     name = "mbrola"
-    reads_phonemes = True
 
     def can_say(self, word):
         return not word.vowel_langs  # the English voices would say the letter's name
@@ -368,7 +354,7 @@ class MbrolaEngine(Engine):
         from edgetune.data.synth import mbrola
 
         warp = voice.params["warp"]
-        audio, rate = mbrola.synth(word.espeak_input, voice.params["voice"], utt["speed"], utt["pitch"],
+        audio, rate = mbrola.synth(word.text, voice.params["voice"], utt["speed"], utt["pitch"],
                                    utt["freq_ratio"], time_ratio=warp)
         return audio, float(rate) * warp
 
