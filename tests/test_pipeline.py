@@ -383,6 +383,29 @@ def test_tempo_changes_a_word_s_length_not_its_spectrum():
     assert torch.equal(Augmenter(plain, 16000, [], seed=0).features(word), word)
 
 
+def test_edge_cut_trims_a_word_s_weak_edges_as_a_silence_remover_does():
+    from edgetune.data.augment import AugmentConfig, Augmenter
+
+    plain = dataclasses.replace(AugmentConfig(), speed=(1.0, 1.0), shift_ms=0, reverb_prob=0.0,
+                                noise_prob=0.0, gain_db=(0.0, 0.0))
+    g = torch.Generator().manual_seed(0)
+    word = torch.zeros(2, 16000)
+    word[:, 3040:4000] = 0.004 * torch.randn(2, 960, generator=g)  # a weak /s/, 34 dB down
+    word[:, 4000:8000] = 0.2 * torch.randn(2, 4000, generator=g)  # the vowel
+    word[:, 8000:8960] = 0.01 * torch.randn(2, 960, generator=g)  # a weak release, 26 dB down
+
+    def kept(db):
+        cfg = dataclasses.replace(plain, edge_cut_prob=1.0, edge_cut_db=(db, db))
+        out = Augmenter(cfg, 16000, [], seed=0).waveform(word)
+        where = (out != 0).nonzero()[:, 1]
+        return int(where.min()), int(where.max())
+
+    assert kept(20) == (4000, 7999)  # both weak edges gone
+    assert kept(30) == (4000, 8959)  # the release is within 30 dB, the /s/ is not
+    assert kept(40) == (3040, 8959)  # everything kept
+    assert torch.equal(Augmenter(plain, 16000, [], seed=0).waveform(word), word)  # off by default
+
+
 def test_lowpass_leaves_nothing_above_the_cut_off():
     from edgetune.data.augment import AugmentConfig, Augmenter
 
