@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -200,10 +201,12 @@ def test_compress_prunes_and_quantizes(run, compressed):
 
 def test_finetune_noise_options_change_the_preset_and_are_recorded(data, tmp_path):
     r = invoke("finetune", "--data", data, "--model", "dscnn-s", "--out", tmp_path / "n", "--epochs", 1,
-               "--batch-size", 16, "--augment", "light", "--noise-snr", 0, 30, "--noise-prob", 0.8, "--json")
+               "--batch-size", 16, "--augment", "light", "--noise-snr", 0, 30, "--noise-prob", 0.8,
+               "--edge-cut", 0.25, "--json")
     assert r.exit_code == 0, r.output
     augment = load_checkpoint(tmp_path / "n" / "finetuned.pt")["meta"]["recipe"]["augment"]
     assert tuple(augment["snr_db"]) == (0.0, 30.0) and augment["noise_prob"] == 0.8
+    assert augment["edge_cut_prob"] == 0.25
     assert tuple(augment["tempo"]) == AugmentConfig.light().tempo  # the rest: light
     bad = CliRunner().invoke(cli, ["finetune", "--data", str(data), "--model", "dscnn-s", "--out",
                                    str(tmp_path / "b"), "--noise-snr", "30", "0"])
@@ -474,3 +477,19 @@ def test_qat_starts_from_calibrated_ranges_and_never_ends_below_them(run, data):
     assert trainer.history[-1]["val_accuracy"] < start["val_accuracy"]  # the epoch did harm...
     diff = [k for k, v in best.state_dict().items() if not torch.equal(v, kept[k])]
     assert not diff  # ...and was not kept
+
+
+def test_trim_probe_keeps_the_loud_span_centred(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    from trim_probe import trimmed
+
+    clip = np.zeros(16000, np.float32)
+    clip[1920:3520] = 0.001  # a weak onset, 46 dB under the word
+    clip[3520:6720] = 0.2
+    out = trimmed(clip, 16000, 20.0)
+    kept = np.flatnonzero(out)
+    assert len(kept) == 3200 and kept[0] == (16000 - 3200) // 2  # the word alone, centred
+    assert len(np.flatnonzero(trimmed(clip, 16000, 60.0))) == 4800  # the onset too
+    assert trimmed(clip, 16000, None) is clip

@@ -78,6 +78,10 @@ def models(as_json: bool) -> None:
                    "noisier place than the data wants it lower: 0 30 for the built-in streams.")
 @click.option("--noise-prob", type=click.FloatRange(0, 1), default=None,
               help="Share of clips with background noise, instead of the preset's.")
+@click.option("--edge-cut", type=click.FloatRange(0, 1), default=None,
+              help="Share of clips trimmed as a silence remover trims a recording (a word's weak "
+                   "first and last sounds gone), instead of the preset's: for clips cut tight to "
+                   "the word, such as the Free Spoken Digit Dataset's.")
 @click.option("--cmn/--no-cmn", default=None,
               help="Remove each mel band's mean over the window inside the model (cepstral mean "
                    "normalisation): microphones and rooms matter less. Default: on, except with the "
@@ -102,7 +106,7 @@ def models(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_scale, freeze,
-             label_smoothing, augment, noise_snr, noise_prob, cmn, teacher, adversarial, epsilon, device, seed, resume,
+             label_smoothing, augment, noise_snr, noise_prob, edge_cut, cmn, teacher, adversarial, epsilon, device, seed, resume,
              compare_scratch, nproc, auto_trials, soup, personal, mix, as_json) -> None:
     """Adapt a base model to your labels (or train one from scratch).
 
@@ -125,7 +129,8 @@ def finetune(ctx, data, base, model_name, out, epochs, batch_size, lr, conv_lr_s
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, conv_lr_scale=conv_lr_scale,
                       freeze=freeze, label_smoothing=label_smoothing, adversarial=adversarial,
                       epsilon=epsilon, device=device, seed=seed,
-                      augment=AugmentConfig.preset(augment).with_noise(noise_snr, noise_prob))
+                      augment=AugmentConfig.preset(augment).with_noise(noise_snr, noise_prob)
+                      .with_edge_cut(edge_cut))
 
     quiet = _quiet_unless_main()  # under torchrun, rank 0 speaks for all
 

@@ -58,6 +58,10 @@ class AugmentConfig:
         return replace(self, snr_db=tuple(snr_db) if snr_db is not None else self.snr_db,
                        noise_prob=self.noise_prob if prob is None else prob)
 
+    def with_edge_cut(self, prob: float | None) -> AugmentConfig:
+        """This config with its share of edge-trimmed clips changed (None: unchanged)."""
+        return self if prob is None else replace(self, edge_cut_prob=prob)
+
     @classmethod
     def preset(cls, name: str) -> AugmentConfig:
         presets = {"light": cls.light, "default": cls, "strong": cls.strong}
