@@ -46,6 +46,7 @@ def per_speaker(speakers: list[str], y_true, y_pred) -> dict:
     names = np.asarray(speakers)
     out = {}
     for name in np.unique(names):
-        hit = y_true[names == name] == y_pred[names == name]
+        mine = names == name
+        hit = y_true[mine] == y_pred[mine]
         out[str(name)] = {"n": int(hit.size), "correct": int(hit.sum()), "accuracy": float(hit.mean())}
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["accuracy"], kv[0])))

@@ -3,8 +3,8 @@
     python tools/trim_probe.py runs/R/finetuned.pt --data corpus/digits-mb25 --split test
 
 Each word clip of the split (not `_silence_` or `_unknown_`) keeps only the span from its
-first to its last 10 ms frame within N dB of its loudest, centred in zeros as a trimmed
-recording padded to the clip length is; optionally band-limited to 8 kHz audio first. Prints
+first to its last 10 ms frame within N dB of its loudest (the span `finetune --edge-cut`
+trains on), centred in zeros as a trimmed recording padded to the clip length is. Prints
 accuracy and the most common wrong answers per N, and writes OUT (JSON) when given.
 Why: the real spoken digits (fsdd_digits) were trimmed so, and a model that never heard a
 word without its weak first and last sounds answers the vowel that is left (README, "A
@@ -20,18 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-FRAME_SECONDS = 0.01
-
 
 def trimmed(clip: np.ndarray, sample_rate: int, below_db: float | None) -> np.ndarray:
     """The clip's span within `below_db` of its loudest 10 ms frame, centred in zeros."""
     if below_db is None:
         return clip
-    hop = int(sample_rate * FRAME_SECONDS)
-    frames = clip[: len(clip) // hop * hop].reshape(-1, hop)
-    level = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
-    loud = np.flatnonzero(level > level.max() - below_db)
-    kept = clip[loud[0] * hop : (loud[-1] + 1) * hop]
+    import torch
+
+    from edgetune.data.augment import loud_span
+
+    start, end = loud_span(torch.from_numpy(clip)[None], sample_rate, torch.tensor([float(below_db)]))
+    kept = clip[int(start) : int(end)]
     out = np.zeros_like(clip)
     start = (len(clip) - len(kept)) // 2
     out[start : start + len(kept)] = kept
@@ -44,11 +43,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--levels", default="none,40,30,20,15", help="dB under the loudest frame; none = as is")
-    ap.add_argument("--band-8k", action="store_true", help="Resample to 8 kHz and back first.")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-
-    import soxr
 
     from edgetune.data.dataset import SILENCE, UNKNOWN, ClipLoader, load_dataset
     from edgetune.frontend import FrontEnd
@@ -60,9 +56,6 @@ def main() -> None:
     examples = [e for e in load_dataset(args.data, labels=labels).split(args.split)
                 if e.label not in (SILENCE, UNKNOWN)]
     clips = ClipLoader(fe).clips(examples)
-    if args.band_8k:
-        clips = np.stack([soxr.resample(soxr.resample(c, fe.sample_rate, 8000), 8000, fe.sample_rate)[: len(c)]
-                          for c in clips]).astype(np.float32)
     truth = np.array([labels.index(e.label) for e in examples])
     rows = []
     for level in args.levels.split(","):
@@ -76,8 +69,7 @@ def main() -> None:
         from edgetune.files import write_json_atomic
 
         write_json_atomic(args.out, {"checkpoint": str(args.checkpoint), "data": str(args.data),
-                                     "split": args.split, "clips": len(examples), "band_8k": args.band_8k,
-                                     "rows": rows})
+                                     "split": args.split, "clips": len(examples), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Training augmentation (torch, batched, seeded): the variety a real microphone adds.
 
-Waveform: edge trimming (a silence remover's), speed perturbation, time shift, simple room reverberation, background
-noise at a random SNR, band-limiting (a recorder at 8 kHz), gain. Features: tempo (each clip's frames stretched or
-squeezed in time, pitch kept), SpecAugment time and frequency masks.
+Waveform: edge trimming (a silence remover's), speed perturbation, time shift, simple
+room reverberation, background noise at a random SNR, band-limiting (a recorder at
+8 kHz), gain. Features: tempo (each clip's frames stretched or squeezed in time, pitch
+kept), SpecAugment time and frequency masks.
 All draws come from one torch.Generator, so a seed reproduces a run.
 """
 
@@ -31,11 +32,11 @@ class AugmentConfig:
     time_mask_frames: int = 10
     tempo: tuple[float, float] = (1.0, 1.0)  # duration factor per clip, log-uniform
     lowpass_prob: float = 0.0  # share of clips recorded as at 8 kHz: nothing above lowpass_hz
+    lowpass_hz: tuple[float, float] = (3400.0, 4000.0)
     # share of clips trimmed as a silence remover trims a recording: everything before the
     # first and after the last 10 ms frame within edge_cut_db of the loudest goes
     edge_cut_prob: float = 0.0
     edge_cut_db: tuple[float, float] = (10.0, 30.0)
-    lowpass_hz: tuple[float, float] = (3400.0, 4000.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +76,18 @@ class AugmentConfig:
         return cls(speed=(0.85, 1.15), shift_ms=150, reverb_prob=0.5, noise_prob=0.9,
                    snr_db=(0.0, 20.0), freq_masks=2, freq_mask_bins=8, time_masks=2,
                    time_mask_frames=15)
+
+
+def loud_span(x: torch.Tensor, sample_rate: int, below_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[batch, samples] clips and [batch] dB -> (start, end) sample of each clip's span from
+    its first to its last 10 ms frame within that many dB of its loudest."""
+    hop = sample_rate // 100
+    frames = x[:, : x.shape[1] // hop * hop].reshape(len(x), -1, hop)
+    level = 10 * torch.log10(frames.pow(2).mean(dim=2) + 1e-12)
+    loud = level > level.max(dim=1, keepdim=True).values - below_db[:, None]
+    first = loud.float().argmax(dim=1)
+    last = loud.shape[1] - 1 - loud.flip(1).float().argmax(dim=1)
+    return first * hop, (last + 1) * hop
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:
@@ -187,16 +200,10 @@ class Augmenter:
         if not chosen.any():
             return x
         idx = chosen.nonzero()[:, 0]
-        hop = self.sample_rate // 100
-        frames = x[idx, : x.shape[1] // hop * hop].reshape(len(idx), -1, hop)
-        level = 10 * torch.log10(frames.pow(2).mean(dim=2) + 1e-12)
         below = _uniform(self.g, len(idx), *self.cfg.edge_cut_db, "cpu").to(x.device)
-        loud = level > level.max(dim=1, keepdim=True).values - below[:, None]
-        n = loud.shape[1]
-        first = loud.float().argmax(dim=1)
-        last = n - 1 - loud.flip(1).float().argmax(dim=1)
+        start, end = loud_span(x[idx], self.sample_rate, below)
         t = torch.arange(x.shape[1], device=x.device)[None]
-        keep = (t >= (first * hop)[:, None]) & (t < ((last + 1) * hop)[:, None])
+        keep = (t >= start[:, None]) & (t < end[:, None])
         out = x.clone()
         out[idx] = x[idx] * keep
         return out
