@@ -407,6 +407,12 @@ def test_edge_cut_trims_a_word_s_weak_edges_as_a_silence_remover_does():
     assert kept(30) == (4000, 8959)  # the release is within 30 dB, the /s/ is not
     assert kept(40) == (3040, 8959)  # everything kept
     assert torch.equal(Augmenter(plain, 16000, [], seed=0).waveform(word), word)  # off by default
+    # trimmed after the background noise is added: the word in its noise, digital zeros around
+    noisy = dataclasses.replace(plain, edge_cut_prob=1.0, edge_cut_db=(20.0, 20.0), noise_prob=1.0,
+                                snr_db=(30.0, 30.0))
+    out = Augmenter(noisy, 16000, [0.1 * torch.randn(32000, generator=g)], seed=0).waveform(word)
+    assert out[:, :4000].abs().max() == 0 and out[:, 8000:].abs().max() == 0
+    assert not torch.equal(out[:, 4000:8000], word[:, 4000:8000])
 
 
 def test_lowpass_leaves_nothing_above_the_cut_off():
@@ -439,14 +445,17 @@ def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path,
     import finetune_real
 
     argv = ["finetune_real.py", "--data", str(data), "--base", str(run / "finetuned.pt"),
-            "--real", str(data), "--variants", "light;light,no-cmn,tempo=0.8:1.2", "--seeds", "0",
+            "--real", str(data), "--variants", "light;light,no-cmn,tempo=0.8:1.2,label_smoothing=0.05", "--seeds", "0",
             "--epochs", "1", "--out", str(tmp_path)]
     monkeypatch.setattr("sys.argv", argv)
     finetune_real.main()
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert [r["variant"] for r in runs] == ["light", "light,no-cmn,tempo=0.8:1.2"]
+    assert [r["variant"] for r in runs] == ["light", "light,no-cmn,tempo=0.8:1.2,label_smoothing=0.05"]
     assert all(0 <= r["real_accuracy"] <= 1 for r in runs)
-    assert not load_checkpoint(tmp_path / "light-no-cmn-tempo-0.8-1.2-s0" / "finetuned.pt")["arch_config"]["cmn"]
+    changed = load_checkpoint(tmp_path / "light-no-cmn-tempo-0.8-1.2-label-smoothing-0.05-s0" / "finetuned.pt")
+    assert not changed["arch_config"]["cmn"]
+    assert changed["meta"]["recipe"]["label_smoothing"] == 0.05
+    assert tuple(changed["meta"]["recipe"]["augment"]["tempo"]) == (0.8, 1.2)
     assert "| light |" in (tmp_path / "results.md").read_text()
     capsys.readouterr()
     finetune_real.main()  # everything already measured: nothing is trained again
@@ -493,3 +502,4 @@ def test_trim_probe_keeps_the_loud_span_centred(monkeypatch):
     assert len(kept) == 3200 and kept[0] == (16000 - 3200) // 2  # the word alone, centred
     assert len(np.flatnonzero(trimmed(clip, 16000, 60.0))) == 4800  # the onset too
     assert trimmed(clip, 16000, None) is clip
+

@@ -6,8 +6,8 @@ each on a real labelled folder (never trained on, never used to choose an epoch)
         --variants "light;light,no-cmn;light,tempo=1:1;light,speed=0.85:1.15"
 
 A variant is an augmentation preset followed by changes: `no-cmn` (keep the input's band
-means) and any AugmentConfig field, `NAME=V` or `NAME=LO:HI` for a range (`tempo=1:1`,
-`shift_ms=300`). Each run is what
+means), any AugmentConfig field, `NAME=V` or `NAME=LO:HI` for a range (`tempo=1:1`,
+`shift_ms=300`), and any number of TrainConfig (`lr=0.001`, `epochs=40`). Each run is what
 `edgetune finetune --base BASE --data DATA --augment PRESET --seed N` does, then
 `edgetune evaluate RUN/finetuned.pt --data REAL --split all`. Runs already in
 OUT/results.json are kept, so a stopped ablation resumes. Writes OUT/results.{json,md}.
@@ -26,25 +26,31 @@ from eval_real import REAL_DEFAULT, ROOT, mix_slug  # tools/ is on the path when
 
 
 def parse_variant(text: str):
-    """`light,no-cmn,tempo=0.6:1.6,shift_ms=300` -> (AugmentConfig, cmn); cmn None unless
-    `no-cmn`: decided as `edgetune finetune` decides it (resolve_cmn)."""
+    """`light,no-cmn,tempo=0.6:1.6,lr=0.001` -> (AugmentConfig, cmn, training changes);
+    cmn None unless `no-cmn`: decided as `edgetune finetune` decides it (resolve_cmn)."""
     from edgetune.data.augment import AugmentConfig
+    from edgetune.train.loop import TrainConfig
 
     preset, *changes = [part.strip() for part in text.split(",")]
-    aug, cmn = AugmentConfig.preset(preset), None
-    fields = [f.name for f in dataclasses.fields(AugmentConfig)]
+    aug, cmn, training = AugmentConfig.preset(preset), None, {}
+    aug_fields = [f.name for f in dataclasses.fields(AugmentConfig)]
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", "int")]
     for change in changes:
         if change == "no-cmn":
             cmn = False
             continue
         name, _, value = change.partition("=")
-        if name not in fields or not value:
-            sys.exit(f"error: unknown change {change!r}; use no-cmn or an AugmentConfig field: "
-                     f"{', '.join(fields)} (=V, or =LO:HI for a range)")
+        if name in train_fields and value:
+            training[name] = type(getattr(TrainConfig(), name))(float(value))
+            continue
+        if name not in aug_fields or not value:
+            sys.exit(f"error: unknown change {change!r}; use no-cmn, an AugmentConfig field: "
+                     f"{', '.join(aug_fields)} (=V, or =LO:HI for a range), or a number of "
+                     f"TrainConfig: {', '.join(train_fields)}")
         numbers = tuple(float(v) for v in value.split(":"))
         setting = numbers if len(numbers) == 2 else type(getattr(aug, name))(numbers[0])  # ints stay int
         aug = dataclasses.replace(aug, **{name: setting})
-    return aug, cmn
+    return aug, cmn, training
 
 
 def run_one(args, variant: str, seed: int, folder: Path) -> dict:
@@ -52,8 +58,8 @@ def run_one(args, variant: str, seed: int, folder: Path) -> dict:
     from edgetune.train.finetune import finetune
     from edgetune.train.loop import TrainConfig
 
-    aug, cmn = parse_variant(variant)
-    cfg = TrainConfig(epochs=args.epochs, seed=seed, augment=aug)
+    aug, cmn, training = parse_variant(variant)
+    cfg = TrainConfig(**{"epochs": args.epochs, **training}, seed=seed, augment=aug)
     start = {"model_name": args.model} if args.model else {"base": args.base}
     trained = finetune(args.data, folder, cfg=cfg, cmn=cmn, command=" ".join(sys.argv), **start)
     real = evaluate(folder / "finetuned.pt", args.real, split="all")

@@ -1,7 +1,7 @@
 """Training augmentation (torch, batched, seeded): the variety a real microphone adds.
 
-Waveform: edge trimming (a silence remover's), speed perturbation, time shift, simple
-room reverberation, background noise at a random SNR, band-limiting (a recorder at
+Waveform: speed perturbation, time shift, simple room reverberation, background noise
+at a random SNR, edge trimming (a silence remover's), band-limiting (a recorder at
 8 kHz), gain. Features: tempo (each clip's frames stretched or squeezed in time, pitch
 kept), SpecAugment time and frequency masks.
 All draws come from one torch.Generator, so a seed reproduces a run.
@@ -103,11 +103,14 @@ class Augmenter:
 
     def waveform(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, samples] -> same shape, augmented."""
-        x = self._edge_cut(x)
         x = self._speed(x)
         x = self._shift(x)
         x = self._reverb(x)
         x = self._add_noise(x)
+        # after the room and the noise: a silence remover trims the recording, so a trimmed
+        # clip is the word in its noise with digital zeros around it (real digits, mean of
+        # 4 seeds: see README "A trimmed recording has lost its word's weak edges")
+        x = self._edge_cut(x)
         x = self._lowpass(x)
         gain = 10 ** (_uniform(self.g, len(x), *self.cfg.gain_db, x.device) / 20)
         return (x * gain[:, None]).clamp(-1.0, 1.0)
