@@ -7,7 +7,7 @@ each on a real labelled folder (never trained on, never used to choose an epoch)
 
 A variant is an augmentation preset followed by changes: `no-cmn` (keep the input's band
 means), any AugmentConfig field, `NAME=V` or `NAME=LO:HI` for a range (`tempo=1:1`,
-`shift_ms=300`), and any number of TrainConfig (`lr=0.001`, `epochs=40`). Each run is what
+`shift_ms=300`), and any numeric TrainConfig field but the seed (`lr=0.001`, `epochs=40`). Each run is what
 `edgetune finetune --base BASE --data DATA --augment PRESET --seed N` does, then
 `edgetune evaluate RUN/finetuned.pt --data REAL --split all`. Runs already in
 OUT/results.json are kept, so a stopped ablation resumes. Writes OUT/results.{json,md}.
@@ -34,7 +34,8 @@ def parse_variant(text: str):
     preset, *changes = [part.strip() for part in text.split(",")]
     aug, cmn, training = AugmentConfig.preset(preset), None, {}
     aug_fields = [f.name for f in dataclasses.fields(AugmentConfig)]
-    train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", "int")]
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig)
+                    if f.type in ("float", "int") and f.name != "seed"]  # --seeds gives the seed
     for change in changes:
         if change == "no-cmn":
             cmn = False
@@ -45,8 +46,8 @@ def parse_variant(text: str):
             continue
         if name not in aug_fields or not value:
             sys.exit(f"error: unknown change {change!r}; use no-cmn, an AugmentConfig field: "
-                     f"{', '.join(aug_fields)} (=V, or =LO:HI for a range), or a number of "
-                     f"TrainConfig: {', '.join(train_fields)}")
+                     f"{', '.join(aug_fields)} (=V, or =LO:HI for a range), or a TrainConfig "
+                     f"number: {', '.join(train_fields)}")
         numbers = tuple(float(v) for v in value.split(":"))
         setting = numbers if len(numbers) == 2 else type(getattr(aug, name))(numbers[0])  # ints stay int
         aug = dataclasses.replace(aug, **{name: setting})
