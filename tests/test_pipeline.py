@@ -494,12 +494,14 @@ def test_trim_probe_keeps_the_loud_span_centred(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
     from trim_probe import trimmed
 
-    clip = np.zeros(16000, np.float32)
+    from edgetune.frontend import FrontEnd
+
+    fe = FrontEnd()  # 16 kHz, 1 s clips
+    clip = np.zeros(fe.clip_samples, np.float32)
     clip[1920:3520] = 0.001  # a weak onset, 46 dB under the word
     clip[3520:6720] = 0.2
-    out = trimmed(clip, 16000, 20.0)
+    out = trimmed(clip, fe, 20.0)
     kept = np.flatnonzero(out)
     assert len(kept) == 3200 and kept[0] == (16000 - 3200) // 2  # the word alone, centred
-    assert len(np.flatnonzero(trimmed(clip, 16000, 60.0))) == 4800  # the onset too
-    assert trimmed(clip, 16000, None) is clip
-
+    assert len(np.flatnonzero(trimmed(clip, fe, 60.0))) == 4800  # the onset too
+    assert trimmed(clip, fe, None) is clip

@@ -34,15 +34,16 @@ def parse_variant(text: str):
     preset, *changes = [part.strip() for part in text.split(",")]
     aug, cmn, training = AugmentConfig.preset(preset), None, {}
     aug_fields = [f.name for f in dataclasses.fields(AugmentConfig)]
+    defaults = TrainConfig()
     train_fields = [f.name for f in dataclasses.fields(TrainConfig)
-                    if f.type in ("float", "int") and f.name != "seed"]  # --seeds gives the seed
+                    if type(getattr(defaults, f.name)) in (int, float) and f.name != "seed"]  # --seeds gives it
     for change in changes:
         if change == "no-cmn":
             cmn = False
             continue
         name, _, value = change.partition("=")
         if name in train_fields and value:
-            training[name] = type(getattr(TrainConfig(), name))(float(value))
+            training[name] = type(getattr(defaults, name))(float(value))
             continue
         if name not in aug_fields or not value:
             sys.exit(f"error: unknown change {change!r}; use no-cmn, an AugmentConfig field: "
@@ -60,7 +61,7 @@ def run_one(args, variant: str, seed: int, folder: Path) -> dict:
     from edgetune.train.loop import TrainConfig
 
     aug, cmn, training = parse_variant(variant)
-    cfg = TrainConfig(**{"epochs": args.epochs, **training}, seed=seed, augment=aug)
+    cfg = dataclasses.replace(TrainConfig(epochs=args.epochs, seed=seed, augment=aug), **training)
     start = {"model_name": args.model} if args.model else {"base": args.base}
     trained = finetune(args.data, folder, cfg=cfg, cmn=cmn, command=" ".join(sys.argv), **start)
     real = evaluate(folder / "finetuned.pt", args.real, split="all")

@@ -21,20 +21,18 @@ from pathlib import Path
 import numpy as np
 
 
-def trimmed(clip: np.ndarray, sample_rate: int, below_db: float | None) -> np.ndarray:
-    """The clip's span within `below_db` of its loudest 10 ms frame, centred in zeros."""
+def trimmed(clip: np.ndarray, fe, below_db: float | None) -> np.ndarray:
+    """The clip's span within `below_db` of its loudest 10 ms frame, centred in zeros
+    (`fit_clip`, as a trimmed recording is padded to the clip length)."""
     if below_db is None:
         return clip
     import torch
 
     from edgetune.data.augment import loud_span
+    from edgetune.frontend import fit_clip
 
-    start, end = loud_span(torch.from_numpy(clip)[None], sample_rate, torch.tensor([float(below_db)]))
-    kept = clip[int(start) : int(end)]
-    out = np.zeros_like(clip)
-    start = (len(clip) - len(kept)) // 2
-    out[start : start + len(kept)] = kept
-    return out
+    start, end = loud_span(torch.from_numpy(clip)[None], fe.sample_rate, torch.tensor([float(below_db)]))
+    return fit_clip(fe, clip[int(start) : int(end)])
 
 
 def main() -> None:
@@ -60,7 +58,7 @@ def main() -> None:
     rows = []
     for level in args.levels.split(","):
         below = None if level.strip() == "none" else float(level)
-        pred = eval_checkpoint(ckpt, np.stack([trimmed(c, fe.sample_rate, below) for c in clips]))
+        pred = eval_checkpoint(ckpt, np.stack([trimmed(c, fe, below) for c in clips]))
         wrong = collections.Counter(labels[p] for p, t in zip(pred, truth) if p != t)
         rows.append({"below_db": below, "accuracy": round(float((pred == truth).mean()), 4),
                      "wrong_answers": dict(wrong.most_common(3))})
