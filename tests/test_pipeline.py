@@ -249,7 +249,9 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     assert r.exit_code == 0, r.output
     v = last_json(r.output)
     torch_acc = load_checkpoint(run / "qat.pt")["meta"]["metrics"]["val_accuracy"]
-    assert abs(v["accuracy"] - torch_acc) <= 0.02
+    # fake-quant torch against the int8 kernels of the CPU at hand: one borderline clip of the
+    # small split may land either side (CI's CPU flipped one of 20, 0.90 -> 0.85), never two
+    assert abs(v["accuracy"] - torch_acc) <= 1 / v["n"] + 1e-9
 
 
 def test_quantization_never_silently_does_nothing(run):
