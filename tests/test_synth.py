@@ -116,6 +116,18 @@ def test_voice_ids_depend_on_seed_not_task():
     assert C.voice_identities(1, ENGINES) != v0
 
 
+def test_a_larger_corpus_draws_more_speakers_not_more_takes():
+    assert C.voice_counts(1) == C.voice_counts(C.CLIPS_PER_VOICE_SET) == C.N_VOICES
+    double = C.voice_counts(2 * C.CLIPS_PER_VOICE_SET)
+    assert double == {name: 2 * n for name, n in C.N_VOICES.items()}
+    if not ENGINES:
+        pytest.skip("no synth engine installed")
+    small, large = C.voice_identities(0, ENGINES), C.voice_identities(0, ENGINES, double)
+    for name in ENGINES:  # the larger set keeps the smaller one's speakers, then adds others
+        assert large[name][: len(small[name])] == small[name]
+        assert len({v.speaker for v in large[name]}) == len(large[name]) == 2 * len(small[name])
+
+
 def test_unknown_pool_excludes_targets():
     voices = {"espeak": get_engine("espeak").voices(np.random.default_rng(0), 5)}
     for task, targets in (("commands", C.COMMANDS), ("digits", C.DIGITS), ("vowels", C.VOWELS)):
@@ -309,6 +321,16 @@ def test_resume_writes_nothing_new(tiny):
     third = C.build_corpus(out, "commands", clips_per_word=3, seed=0, workers=1, engines=ENGINES,
                            progress=False, words=["yes"])
     assert third["written"] == 1 and (out / victim).read_bytes() == data
+
+
+def test_a_build_with_other_speakers_refuses_the_folder(tiny):
+    out, _ = tiny
+    before = _wavs(out)
+    # more clips a word than one voice set: more speakers, so every clip's name would change
+    with pytest.raises(DataError, match="would mix two corpora"):
+        C.build_corpus(out, "commands", clips_per_word=C.CLIPS_PER_VOICE_SET + 1, seed=0, workers=1,
+                       engines=ENGINES, progress=False, words=["yes"])
+    assert _wavs(out) == before
 
 
 def test_per_process_handles_may_fetch_each_other():

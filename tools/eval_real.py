@@ -101,7 +101,7 @@ def build(work: Path, task: str, size: int, mix: str, seed: int, workers: int) -
     names = available_engines(requested)
     if names:  # link what sibling corpora rendered, then let build_corpus make the rest
         total = sum(requested[n] for n in names)
-        voices = C.voice_identities(seed, names)
+        voices = C.voice_identities(seed, names, C.voice_counts(size))
         plans = C.plan_corpus(task, size, seed, voices, weights={n: requested[n] / total for n in names})
         siblings = [p for p in (work / "corpus").glob(f"{prefix}-*") if p != out]
         link_known_clips(out, siblings, [p.relpath for p in plans])

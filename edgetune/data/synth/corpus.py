@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -78,6 +79,10 @@ N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60}
 # MBROLA (real speakers' diphones) at a quarter of the clips: 84.9% against 82.4% over 3 seeds
 # of tools/finetune_real.py (at half, 82.6% over 2). Where it is not installed the others share its part.
 DEFAULT_ENGINES = "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25"
+# The clips a word that N_VOICES is sized for. A larger corpus draws more speakers in
+# proportion rather than more takes of the same ones: real digits, two draws of 240 voices
+# merged against one (tools/finetune_real.py, seeds 0, 1), 90.1% and 90.3% against 87.6-89.7%.
+CLIPS_PER_VOICE_SET = 300
 # One uniform draw per clip picks its engine against cumulative shares in this fixed
 # order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
 # (piper if u < fraction, else espeak), so corpora built before keep their plans.
@@ -92,6 +97,14 @@ def make_word(w: str) -> Word:
     if w in VOWELS:
         return Word(w, w, VOWEL_LANGS)
     return Word(w, w)
+
+
+def voice_counts(clips_per_word: int) -> dict[str, int]:
+    """Voices per engine for a corpus of `clips_per_word`: N_VOICES up to CLIPS_PER_VOICE_SET,
+    more in proportion above it. Each engine draws its voices one after another from its own
+    stream, so the larger set starts with the smaller one's voices."""
+    scale = max(1.0, clips_per_word / CLIPS_PER_VOICE_SET)
+    return {name: math.ceil(n * scale) for name, n in N_VOICES.items()}
 
 
 def voice_identities(seed: int, engines=("espeak", "piper"),
@@ -243,6 +256,20 @@ def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, lis
     return plans
 
 
+def _refuse_other_voices(out: Path, voices: dict[str, list[Voice]]) -> None:
+    """A build into a folder resumes it only if it draws the same speakers: with others,
+    every clip's name changes and the old clips would stay in the folder beside the new."""
+    info = out / "corpus.json"
+    if not info.is_file():
+        return
+    before = json.loads(info.read_text()).get("voices")
+    now = {name: len(v) for name, v in voices.items()}
+    if before is not None and before != now:
+        raise DataError(f"{out}: built with voices {before}; these options draw {now} "
+                        "(engines installed or --clips-per-word changed), so its clips would mix "
+                        "two corpora. Choose a new --out, or delete the folder first.")
+
+
 def near_miss_words(targets: list[str]) -> list[str]:
     """The near misses of the target words that are not targets themselves, in a fixed order."""
     return [w for t in targets for w in NEAR_MISSES.get(t, []) if w not in targets]
@@ -283,8 +310,9 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         raise DataError("no speech engine available; install them with pip install 'edgetune[synth]'")
     total = sum(requested[n] for n in names)
     weights = {n: round(requested[n] / total, 6) for n in names}
-    voices = voice_identities(seed, names)
+    voices = voice_identities(seed, names, voice_counts(clips_per_word))
     plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips, near_miss_clips)
+    _refuse_other_voices(out, voices)
     out.mkdir(parents=True, exist_ok=True)
 
     todo = [p for p in plans if not (out / p.relpath).exists()]
