@@ -38,7 +38,8 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--task", type=click.Choice(["commands", "digits", "vowels", "all", "instruments"]),
               default="commands", show_default=True,
               help="Spoken words, or instrument families (notes and phrases from a SoundFont).")
-@click.option("--clips-per-word", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--clips-per-word", default=300, show_default=True, type=click.IntRange(1),
+              help="Clips of each word; above 300, more speakers in proportion (600: twice the voices).")
 @click.option("--unknown-clips", type=click.IntRange(1),
               help="Clips of other words for `_unknown_` [default: --clips-per-word]; it holds "
                    "dozens of words, so a larger share helps it be recognised.")
