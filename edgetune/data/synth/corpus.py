@@ -80,8 +80,9 @@ N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60}
 # of tools/finetune_real.py (at half, 82.6% over 2). Where it is not installed the others share its part.
 DEFAULT_ENGINES = "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25"
 # The clips a word that N_VOICES is sized for. A larger corpus draws more speakers in
-# proportion rather than more takes of the same ones: real digits, two draws of 240 voices
-# merged against one (tools/finetune_real.py, seeds 0, 1), 90.1% and 90.3% against 87.6-89.7%.
+# proportion rather than more takes of the same ones: real digits (tools/finetune_real.py,
+# seeds 0-2), 600 clips a digit from 480 voices 90.4% against 89.6% and 88.4% for two draws
+# of 240 voices at 300 (README, "More speakers, not more takes").
 CLIPS_PER_VOICE_SET = 300
 # One uniform draw per clip picks its engine against cumulative shares in this fixed
 # order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
@@ -256,14 +257,14 @@ def plan_corpus(task: str, clips_per_word: int, seed: int, voices: dict[str, lis
     return plans
 
 
-def _refuse_other_voices(out: Path, voices: dict[str, list[Voice]]) -> None:
-    """A build into a folder resumes it only if it draws the same speakers: with others,
-    every clip's name changes and the old clips would stay in the folder beside the new."""
+def _refuse_other_voices(out: Path, now: dict[str, int]) -> None:
+    """A build into a folder resumes it only if it draws the same speakers (`now`: voices
+    per engine): with others, every clip's name changes and the old clips would stay in the
+    folder beside the new."""
     info = out / "corpus.json"
     if not info.is_file():
         return
     before = json.loads(info.read_text()).get("voices")
-    now = {name: len(v) for name, v in voices.items()}
     if before is not None and before != now:
         raise DataError(f"{out}: built with voices {before}; these options draw {now} "
                         "(engines installed or --clips-per-word changed), so its clips would mix "
@@ -312,7 +313,8 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
     weights = {n: round(requested[n] / total, 6) for n in names}
     voices = voice_identities(seed, names, voice_counts(clips_per_word))
     plans = plan_corpus(task, clips_per_word, seed, voices, words, weights, unknown_clips, near_miss_clips)
-    _refuse_other_voices(out, voices)
+    voice_sizes = {n: len(v) for n, v in voices.items()}
+    _refuse_other_voices(out, voice_sizes)
     out.mkdir(parents=True, exist_ok=True)
 
     todo = [p for p in plans if not (out / p.relpath).exists()]
@@ -397,7 +399,7 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
         "engines": names,
         "engine_weights": weights,
         "engine_clips": engine_counts,
-        "voices": {n: len(v) for n, v in voices.items()},
+        "voices": voice_sizes,
         "speakers_used": len(speakers),
         "background_noise": noise_files,
         "recipe": {
