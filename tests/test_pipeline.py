@@ -431,6 +431,22 @@ def test_lowpass_leaves_nothing_above_the_cut_off():
     assert torch.equal(Augmenter(plain, 16000, [], seed=0).waveform(x), x)  # off by default
 
 
+
+def test_band_limiting_comes_before_the_trim():
+    """A recorder at 8 kHz keeps little of a /s/; the silence remover then trims what is left."""
+    from edgetune.data.augment import AugmentConfig, Augmenter
+
+    plain = dataclasses.replace(AugmentConfig(), speed=(1.0, 1.0), shift_ms=0, reverb_prob=0.0,
+                                noise_prob=0.0, gain_db=(0.0, 0.0), edge_cut_prob=1.0, edge_cut_db=(15.0, 15.0))
+    t = torch.arange(16000) / 16000
+    word = torch.zeros(1, 16000)
+    word[0, 2000:4000] = 0.1 * torch.sin(2 * torch.pi * 6000 * t[2000:4000])  # the /s/: loud, all above 4 kHz
+    word[0, 4000:8000] = 0.2 * torch.sin(2 * torch.pi * 300 * t[4000:8000])  # the vowel
+    trimmed = Augmenter(plain, 16000, [], seed=0).waveform(word)
+    assert int((trimmed != 0).nonzero()[:, 1].min()) == 2000  # full band: the /s/ is within 15 dB
+    both = Augmenter(dataclasses.replace(plain, lowpass_prob=1.0), 16000, [], seed=0).waveform(word)
+    assert both[0, :3900].abs().max() == 0  # band-limited first, the /s/ falls below the trim
+
 def test_int8_parity_allows_one_flipped_clip_and_no_more_than_one_percent():
     from edgetune.export import int8_agrees
 

@@ -1,6 +1,6 @@
 """The built-in synthetic corpus: engines, effects, the engine mix, and build_corpus
 (layout, determinism, resume, speaker ids stable across tasks). Skips what needs
-a synth wheel (or the flite program) that is missing."""
+a synth wheel (or the flite, mbrola, RHVoice or Pico program) that is missing."""
 
 from __future__ import annotations
 
@@ -29,14 +29,15 @@ from edgetune.errors import DataError
 HAVE_ESPEAK = engine_available("espeak")
 HAVE_PIPER = engine_available("piper")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeakng-loader not installed (edgetune[synth])")
-ENGINES = [e for e in ("espeak", "piper", "flite", "kokoro", "mbrola") if engine_available(e)]
+ALL_ENGINES = ("espeak", "piper", "flite", "kokoro", "mbrola", "rhvoice", "pico")
+ENGINES = [e for e in ALL_ENGINES if engine_available(e)]
 # Piper clips are bit-reproducible only when `onnx` can rewrite its noise nodes
 if importlib.util.find_spec("onnx") is None and "piper" in ENGINES:
     ENGINES.remove("piper")
 SPEAKER_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 
-@pytest.mark.parametrize("name", ["espeak", "piper", "flite", "kokoro", "mbrola"])
+@pytest.mark.parametrize("name", ALL_ENGINES)
 def test_engine_says_a_word(name):
     if not engine_available(name):
         pytest.skip(f"{name} engine not installed: {', '.join(missing_requirements(name))}")
@@ -211,7 +212,7 @@ def test_engine_weights_parse():
 
 def _fake_voices():
     """Identities for every engine, none loaded (planning only draws, never renders)."""
-    return C.voice_identities(0, ["espeak", "piper", "flite", "kokoro", "mbrola"], counts={n: 6 for n in C.N_VOICES})
+    return C.voice_identities(0, ALL_ENGINES, counts={n: 6 for n in C.N_VOICES})
 
 
 def test_engine_mix_plans_are_deterministic():
@@ -234,7 +235,7 @@ def test_engine_mix_plans_are_deterministic():
         assert p.engine == ("piper" if u < 0.3 else "espeak")
 
 
-@pytest.mark.parametrize("english_only", ["flite", "mbrola"])
+@pytest.mark.parametrize("english_only", ["flite", "mbrola", "rhvoice", "pico"])
 def test_english_only_engines_never_say_a_plain_vowel(english_only):
     voices = _fake_voices()
     if not voices[english_only]:

@@ -50,7 +50,7 @@ def check(source: str, as_json: bool) -> None:
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: all cores].")
 @click.option("--engines", default=None,
               help="Engine mix, NAME=WEIGHT,... or plain names for equal shares; engines: espeak, piper, "
-                   "flite, kokoro, mbrola; one not installed is skipped [default: "
+                   "flite, kokoro, mbrola, rhvoice, pico; one not installed is skipped [default: "
                    "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25].")
 @click.option("--soundfont", type=click.Path(path_type=str),
               help="General MIDI .sf2 for --task instruments [default: the one pretty-midi ships].")

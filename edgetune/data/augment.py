@@ -107,11 +107,14 @@ class Augmenter:
         x = self._shift(x)
         x = self._reverb(x)
         x = self._add_noise(x)
+        # a recorder at 8 kHz keeps nothing above 4 kHz of the word or of its room: before the
+        # trim, so that a band-limited /s/ or /f/ is as weak to the trimmer as it was on the
+        # real recordings (README, "Band-limit, then trim")
+        x = self._lowpass(x)
         # after the room and the noise: a silence remover trims the recording, so a trimmed
         # clip is the word in its noise with digital zeros around it (real digits, mean of
         # 4 seeds: see README "A trimmed recording has lost its word's weak edges")
         x = self._edge_cut(x)
-        x = self._lowpass(x)
         gain = 10 ** (_uniform(self.g, len(x), *self.cfg.gain_db, x.device) / 20)
         return (x * gain[:, None]).clamp(-1.0, 1.0)
 

