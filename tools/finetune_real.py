@@ -7,7 +7,8 @@ each on a real labelled folder (never trained on, never used to choose an epoch)
 
 A variant is an augmentation preset followed by changes: `no-cmn` (keep the input's band
 means), any AugmentConfig field, `NAME=V` or `NAME=LO:HI` for a range (`tempo=1:1`,
-`shift_ms=300`), and any numeric TrainConfig field but the seed (`lr=0.001`, `epochs=40`). Each run is what
+`shift_ms=300`), any numeric TrainConfig field but the seed (`lr=0.001`, `epochs=40`), and
+`adversarial=fgsm` or `=pgd` (with `epsilon=0.5`). Each run is what
 `edgetune finetune --base BASE --data DATA --augment PRESET --seed N` does, then
 `edgetune evaluate RUN/finetuned.pt --data REAL --split all`. Runs already in
 OUT/results.json are kept, so a stopped ablation resumes. Writes OUT/results.{json,md}.
@@ -35,15 +36,17 @@ def parse_variant(text: str):
     aug, cmn, training = AugmentConfig.preset(preset), None, {}
     aug_fields = [f.name for f in dataclasses.fields(AugmentConfig)]
     defaults = TrainConfig()
-    train_fields = [f.name for f in dataclasses.fields(TrainConfig)
-                    if type(getattr(defaults, f.name)) in (int, float) and f.name != "seed"]  # --seeds gives it
+    numbers = [f.name for f in dataclasses.fields(TrainConfig)
+               if type(getattr(defaults, f.name)) in (int, float) and f.name != "seed"]  # --seeds gives it
+    words = ["adversarial"]  # fgsm | pgd
+    train_fields = numbers + words
     for change in changes:
         if change == "no-cmn":
             cmn = False
             continue
         name, _, value = change.partition("=")
         if name in train_fields and value:
-            training[name] = type(getattr(defaults, name))(float(value))
+            training[name] = value if name in words else type(getattr(defaults, name))(float(value))
             continue
         if name not in aug_fields or not value:
             sys.exit(f"error: unknown change {change!r}; use no-cmn, an AugmentConfig field: "
