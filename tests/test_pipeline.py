@@ -478,6 +478,12 @@ def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path,
     capsys.readouterr()
     finetune_real.main()  # everything already measured: nothing is trained again
     assert "{" not in capsys.readouterr().out.split("Real:")[0]
+    monkeypatch.setattr("sys.argv", argv[:argv.index("--variants")] + ["--variants", "light", "--seeds", "1",
+                                                                        "--epochs", "1", "--out", str(tmp_path)])
+    finetune_real.main()  # a second seed: the table shows both seeds on record, as its mean counts them
+    assert "| variant | seed 0 | seed 1 | mean |" in (tmp_path / "results.md").read_text()
+    assert finetune_real.parse_variant("light,adversarial=fgsm,epsilon=0.25")[2] == {
+        "adversarial": "fgsm", "epsilon": 0.25}
 
 
 def test_qat_starts_from_calibrated_ranges_and_never_ends_below_them(run, data):

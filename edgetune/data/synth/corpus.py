@@ -78,6 +78,8 @@ N_VOICES = {"espeak": 100, "piper": 40, "flite": 40, "kokoro": 40, "mbrola": 60,
 # Kokoro alone -2 and it renders ~20x slower; Kokoro stays an option (--engines ...,kokoro=0.15).
 # MBROLA (real speakers' diphones) at a quarter of the clips: 84.9% against 82.4% over 3 seeds
 # of tools/finetune_real.py (at half, 82.6% over 2). Where it is not installed the others share its part.
+# RHVoice at a fifth of the clips: 89.7% over 2 seeds against 90.4% (600 a word; with Pico at a tenth too,
+# 88.2%, seed 0): options, not in the default (README, "Two more engines").
 DEFAULT_ENGINES = "espeak=0.3,piper=0.3,flite=0.15,mbrola=0.25"
 # The clips a word that N_VOICES is sized for. A larger corpus draws more speakers in
 # proportion rather than more takes of the same ones: real digits (tools/finetune_real.py,
