@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from edgetune.data.synth.process import program_wav
 
 VOICE_DIR = Path("/usr/share/mbrola")
 # eSpeak NG voice that reads English for each MBROLA database (espeak-ng --voices=mb).
@@ -58,12 +58,6 @@ def synth(text: str, voice: str, speed: int = 150, pitch: int = 50, freq_ratio: 
                           text], capture_output=True, timeout=60, check=False)
     if pho.returncode != 0 or not pho.stdout.strip():
         raise RuntimeError(f"espeak-ng made no phonemes for {text!r} ({voice}): {pho.stderr.decode(errors='replace')}")
-    with tempfile.TemporaryDirectory(prefix="edgetune-mbrola-") as tmp:
-        wav = Path(tmp) / "say.wav"  # a file, not a pipe: a piped WAV header has no length
-        res = subprocess.run([mbrola, "-e", "-f", f"{freq_ratio:.4f}", "-t", f"{time_ratio:.4f}",
-                              str(VOICE_DIR / voice / voice), "-", str(wav)],
-                             input=pho.stdout, capture_output=True, timeout=60, check=False)
-        if res.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"mbrola failed for {text!r} ({voice}): {res.stderr.decode(errors='replace').strip()}")
-        audio, rate = sf.read(wav, dtype="float32")
-    return audio.reshape(-1), int(rate)
+    return program_wav(lambda wav: [mbrola, "-e", "-f", f"{freq_ratio:.4f}", "-t", f"{time_ratio:.4f}",
+                                    str(VOICE_DIR / voice / voice), "-", str(wav)],
+                       f"mbrola for {text!r} ({voice})", stdin=pho.stdout)

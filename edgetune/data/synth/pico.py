@@ -8,12 +8,10 @@ and speed (rate) in percent (100 is the voice's own). Deterministic.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from edgetune.data.synth.process import program_wav
 
 VOICES = ("en-US", "en-GB")
 
@@ -30,10 +28,4 @@ def synth(text: str, voice: str, rate: int = 100, pitch: int = 100) -> tuple[np.
     if voice not in VOICES:
         raise ValueError(f"unknown Pico voice {voice!r}; choose one of {', '.join(VOICES)}")
     marked = f"<speed level='{rate}'><pitch level='{pitch}'>{text}</pitch></speed>"
-    with tempfile.TemporaryDirectory(prefix="edgetune-pico-") as tmp:
-        wav = Path(tmp) / "say.wav"  # pico2wave wants a name ending in .wav
-        res = subprocess.run([exe, "-l", voice, "-w", str(wav), marked], capture_output=True, timeout=60, check=False)
-        if res.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"pico2wave failed for {text!r} ({voice}): {res.stderr.decode(errors='replace').strip()}")
-        audio, sr = sf.read(wav, dtype="float32")
-    return audio.reshape(-1), int(sr)
+    return program_wav(lambda wav: [exe, "-l", voice, "-w", str(wav), marked], f"pico2wave for {text!r} ({voice})")

@@ -13,12 +13,11 @@ voice's own pace, 50 twice as long) and `-t` (pitch, percent; 100 is the voice's
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from edgetune.data.synth.process import program_wav
 
 VOICE_DIR = Path("/usr/share/RHVoice/voices")
 VOICES = ("alan", "bdl", "clb", "evgeniy-eng", "lyubov", "slt")
@@ -39,11 +38,5 @@ def synth(text: str, voice: str, rate: int = 100, pitch: int = 100) -> tuple[np.
         raise RHVoiceUnavailable("RHVoice is not installed (apt-get install rhvoice rhvoice-english)")
     if voice not in VOICES:
         raise ValueError(f"unknown RHVoice voice {voice!r}; choose one of {', '.join(VOICES)}")
-    with tempfile.TemporaryDirectory(prefix="edgetune-rhvoice-") as tmp:
-        wav = Path(tmp) / "say.wav"
-        res = subprocess.run([exe, "-p", voice, "-r", str(rate), "-t", str(pitch), "-o", str(wav)],
-                             input=text.encode(), capture_output=True, timeout=60, check=False)
-        if res.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"RHVoice failed for {text!r} ({voice}): {res.stderr.decode(errors='replace').strip()}")
-        audio, sr = sf.read(wav, dtype="float32")
-    return audio.reshape(-1), int(sr)
+    return program_wav(lambda wav: [exe, "-p", voice, "-r", str(rate), "-t", str(pitch), "-o", str(wav)],
+                       f"RHVoice for {text!r} ({voice})", stdin=text.encode())
