@@ -7,8 +7,9 @@ torchaudio on batches; a test holds the two within 1e-4.
 
 A frame is `win_length` samples starting every `hop_length` samples (no centre
 padding, so a stream needs no look-ahead), Hann-windowed (periodic), zero-padded
-to `n_fft`, power spectrum, HTK mel filterbank without normalisation, then
-log(mel + log_floor). No per-utterance normalisation: a stream has no utterance.
+to `n_fft`, power spectrum, mel filterbank (HTK scale without normalisation, or
+`mel_scale="slaney"`: Slaney's scale with area-normalised filters, librosa's
+default), then log(mel + log_floor). No per-utterance normalisation: a stream has no utterance.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ class FrontEnd:
     f_min: float = 20.0
     f_max: float = 7600.0
     log_floor: float = LOG_FLOOR
+    mel_scale: str = "htk"
 
     def __post_init__(self):
+        if self.mel_scale not in MEL_SCALES:
+            raise ValueError(f"mel_scale {self.mel_scale!r}: choose one of {', '.join(MEL_SCALES)}")
         if self.win_length > self.n_fft:
             raise ValueError(f"window of {self.win_length} samples exceeds n_fft {self.n_fft}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -98,16 +102,25 @@ class FrontEnd:
 # resolves them where a 30 ms one blurs them, and 64 bands keep the upper octaves
 # apart. Notes change more slowly than phonemes: a 20 ms hop halves the frames (and
 # the model's work) that 64 bands would otherwise double.
+# Google's speech_embedding (edgetune.nets.sembed) was trained on these features:
+# 25 ms windows, 32 Slaney bands 60-3800 Hz (read from openWakeWord's melspectrogram.onnx;
+# its filterbank matches this one to 1e-6). Slaney's filters are area-normalised, so a
+# band holds ~100x less power than an HTK one: the floor is 100x lower to gate the same
+# quiet.
 PRESETS: dict[str, dict] = {
     "speech": {},
     "music": {"window_ms": 64.0, "hop_ms": 20.0, "n_fft": 1024, "n_mels": 64, "f_min": 30.0,
               "f_max": 8000.0},
+    "sembed": {"window_ms": 25.0, "n_mels": 32, "f_min": 60.0, "f_max": 3800.0, "mel_scale": "slaney",
+               "log_floor": LOG_FLOOR / 100},
 }
 
 
 def with_current_floor(fe: FrontEnd) -> FrontEnd:
     """`fe` with the floor raised to LOG_FLOOR if it was lower (a base model trained before
     it): the floor only gates near-silence, and fine-tuning adapts to it."""
+    if fe.mel_scale != "htk":  # LOG_FLOOR is an HTK band's; Slaney front ends came after it
+        return fe
     return dataclasses.replace(fe, log_floor=max(fe.log_floor, LOG_FLOOR))
 
 
@@ -130,17 +143,40 @@ def _mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+# Slaney's mel scale: linear (200/3 Hz a mel) up to 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL, _SLANEY_BREAK_HZ, _SLANEY_LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+
+
+def _hz_to_slaney(f):
+    f = np.asarray(f, dtype=np.float64)
+    log_part = _SLANEY_BREAK_MEL + np.log(np.maximum(f, _SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
+    return np.where(f < _SLANEY_BREAK_HZ, f / _SLANEY_HZ_PER_MEL, log_part)
+
+
+def _slaney_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    log_part = _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (np.maximum(m, _SLANEY_BREAK_MEL) - _SLANEY_BREAK_MEL))
+    return np.where(m < _SLANEY_BREAK_MEL, m * _SLANEY_HZ_PER_MEL, log_part)
+
+
+MEL_SCALES = {"htk": (_hz_to_mel, _mel_to_hz), "slaney": (_hz_to_slaney, _slaney_to_hz)}
+
+
 def mel_filterbank(fe: FrontEnd) -> np.ndarray:
-    """[n_freqs, n_mels] triangular HTK filters, as torchaudio.functional.melscale_fbanks
-    (norm=None, mel_scale="htk") builds them."""
+    """[n_freqs, n_mels] triangular filters, as torchaudio.functional.melscale_fbanks builds
+    them: mel_scale="htk" with norm=None, or mel_scale="slaney" with norm="slaney"."""
+    to_mel, to_hz = MEL_SCALES[fe.mel_scale]
     all_freqs = np.linspace(0, fe.sample_rate // 2, fe.n_freqs)
-    m_pts = np.linspace(_hz_to_mel(fe.f_min), _hz_to_mel(fe.f_max), fe.n_mels + 2)
-    f_pts = _mel_to_hz(m_pts)
+    f_pts = to_hz(np.linspace(to_mel(fe.f_min), to_mel(fe.f_max), fe.n_mels + 2))
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts[None, :] - all_freqs[:, None]
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
-    return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+    fb = np.maximum(0.0, np.minimum(down, up))
+    if fe.mel_scale == "slaney":  # each filter's area is 1: a band's power does not grow with its width
+        fb *= 2.0 / (f_pts[2:] - f_pts[:-2])
+    return fb.astype(np.float32)
 
 
 def _frames_to_log_mel(fe: FrontEnd, frames: np.ndarray) -> np.ndarray:

@@ -29,24 +29,31 @@ def test_frame_count_follows_constants():
     assert clip_features(fe, speechlike()).shape == (1, 98, 40)
 
 
-def test_filterbank_matches_torchaudio():
+@pytest.mark.parametrize("preset,norm", [("speech", None), ("sembed", "slaney")])
+def test_filterbank_matches_torchaudio(preset, norm):
     torchaudio = pytest.importorskip("torchaudio")
-    fe = FrontEnd()
-    ref = torchaudio.functional.melscale_fbanks(fe.n_freqs, fe.f_min, fe.f_max, fe.n_mels,
-                                                fe.sample_rate, norm=None, mel_scale="htk").numpy()
-    assert np.abs(ref - mel_filterbank(fe)).max() < 1e-5
+    fe = FrontEnd.preset(preset)
+    ref = torchaudio.functional.melscale_fbanks(fe.n_freqs, fe.f_min, fe.f_max, fe.n_mels, fe.sample_rate,
+                                                norm=norm, mel_scale=fe.mel_scale).numpy()
+    assert np.abs(ref - mel_filterbank(fe)).max() < 1e-5 * ref.max()
 
 
+def test_unknown_mel_scale_is_refused():
+    with pytest.raises(ValueError, match="mel_scale"):
+        FrontEnd(mel_scale="bark")
+
+
+@pytest.mark.parametrize("preset,shape", [("speech", (98, 40)), ("sembed", (98, 32))])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_numpy_matches_torchaudio_host(seed):
+def test_numpy_matches_torchaudio_host(seed, preset, shape):
     torch = pytest.importorskip("torch")
     from edgetune.train.features import LogMel
 
-    fe = FrontEnd()
+    fe = FrontEnd.preset(preset)
     audio = speechlike(seed)
     host = LogMel(fe)(torch.from_numpy(audio)[None])[0, 0].numpy()
     device = log_mel(fe, audio)
-    assert host.shape == device.shape == (98, 40)
+    assert host.shape == device.shape == shape
     assert np.abs(host - device).max() <= 1e-4
 
 
@@ -80,3 +87,4 @@ def test_digital_silence_looks_like_faint_noise_and_old_floors_are_raised():
     assert np.median(np.abs(zeros - faint)) < 0.3  # at the old floor (1e-6) over 2 log units apart
     assert with_current_floor(FrontEnd(log_floor=1e-6)).log_floor == LOG_FLOOR
     assert with_current_floor(FrontEnd(log_floor=1e-3)).log_floor == 1e-3
+    assert with_current_floor(FrontEnd.preset("sembed")) == FrontEnd.preset("sembed")  # a Slaney floor is its own

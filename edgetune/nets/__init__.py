@@ -21,12 +21,15 @@ from edgetune.errors import ModelError
 from edgetune.nets import bcresnet as _bcresnet
 from edgetune.nets import dscnn as _dscnn
 from edgetune.nets import multihead as _multihead
+from edgetune.nets import sembed as _sembed
 from edgetune.nets.bcresnet import BCResNet, SubSpectralNorm
 from edgetune.nets.dscnn import DSCNN
+from edgetune.nets.sembed import SpeechEmbeddingNet
 
 __all__ = [
     "DSCNN",
     "BCResNet",
+    "SpeechEmbeddingNet",
     "SubSpectralNorm",
     "available_models",
     "count_macs",
@@ -44,6 +47,7 @@ class _Entry:
     cls: Callable[..., nn.Module]
     defaults: dict
     description: str
+    frontend: str = "speech"  # the FrontEnd preset the net takes
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -61,12 +65,21 @@ _REGISTRY: dict[str, _Entry] = {
                          "BC-ResNet-3 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
     "bcresnet-8": _Entry(BCResNet, _bcresnet.CONFIGS["bcresnet-8"],
                          "BC-ResNet-8 (Qualcomm): broadcasted residual blocks + SubSpectralNorm"),
+    "sembed": _Entry(SpeechEmbeddingNet, _sembed.CONFIGS["sembed"],
+                     "Google speech_embedding trunk (trained on real speech; frozen) + MLP head; "
+                     "32 Slaney mels", frontend="sembed"),
 }
 
 
 def available_models() -> list[str]:
     """Registry names, in a stable order."""
     return list(_REGISTRY)
+
+
+def frontend_preset(name: str) -> str:
+    """The FrontEnd preset a registry net is built for (a fresh one needs its input)."""
+    entry = _REGISTRY.get(name)
+    return entry.frontend if entry else "speech"
 
 
 def create_model(name: str, n_classes: int, n_frames: int = 98, n_mels: int = 40,
@@ -138,19 +151,22 @@ def count_macs(model: nn.Module, input_shape=(1, 1, 98, 40)) -> int:
     return int(total)
 
 
-def model_info(name: str, n_classes: int = 12, n_frames: int = 98, n_mels: int = 40) -> dict:
-    """{name, params, macs, description} of a freshly built `name`."""
-    model = create_model(name, n_classes, n_frames, n_mels)
+def model_info(name: str, n_classes: int = 12) -> dict:
+    """{name, params, macs, description, input} of a freshly built `name`, on its front end's 1-s clip."""
+    from edgetune.frontend import FrontEnd
+
+    fe = FrontEnd.preset(frontend_preset(name))
+    model = create_model(name, n_classes, fe.n_frames, fe.n_mels)
     return {"name": name, "params": count_params(model),
-            "macs": count_macs(model, (1, 1, n_frames, n_mels)),
-            "description": _REGISTRY[name].description}
+            "macs": count_macs(model, (1, 1, fe.n_frames, fe.n_mels)),
+            "description": _REGISTRY[name].description, "input": [fe.n_frames, fe.n_mels]}
 
 
-def describe(n_classes: int = 12, n_frames: int = 98, n_mels: int = 40) -> str:
+def describe(n_classes: int = 12) -> str:
     """A table for `edgetune models`: name, params, MACs (per 1-s clip), description."""
-    rows = [model_info(n, n_classes, n_frames, n_mels) for n in _REGISTRY]
+    rows = [model_info(n, n_classes) for n in _REGISTRY]
     lines = [f"{'model':<11} {'params':>8} {'MACs':>8}  description",
-             f"{'':<11} {'':>8} {'':>8}  ({n_classes} classes, {n_frames} frames x {n_mels} mels)"]
+             f"{'':<11} {'':>8} {'':>8}  ({n_classes} classes, 1-s clips)"]
     for r in rows:
         lines.append(f"{r['name']:<11} {_si(r['params']):>8} {_si(r['macs']):>8}  {r['description']}")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     torch.manual_seed(cfg.seed)  # the new head's (or fresh model's) initial weights
     base_ckpt = load_checkpoint(base) if base else None
     # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
-    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
+    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else fresh_frontend(model_name, data)
     fe = with_current_floor(fe)  # a base (or corpus) from before LOG_FLOOR
     cmn = resolve_cmn(cmn, data, base_ckpt, fe)
     tensors = load_tensors(data, fe, progress=progress)
@@ -187,6 +187,8 @@ def resolve_cmn(asked: bool | None, data: str | Path, base_ckpt: dict | None, fe
     has it (a user's own takes on top of a vowels model stay without); else `wants_cmn`."""
     if asked is not None:
         return asked
+    if fe.mel_scale == "slaney":  # the speech embedding's trunk was trained on absolute levels
+        return False
     from_data = dataset_cmn(data)
     if from_data is not None:
         return from_data
@@ -203,11 +205,24 @@ def wants_cmn(fe: FrontEnd) -> bool:
     return dataclasses.replace(fe, log_floor=music.log_floor) != music
 
 
+def fresh_frontend(model_name: str | None, data: str | Path) -> FrontEnd:
+    """A fresh model's front end: the one its net is built for, else the one the data asks for."""
+    from edgetune.nets import frontend_preset
+
+    preset = frontend_preset(model_name) if model_name else "speech"
+    if preset != "speech":
+        return FrontEnd.preset(preset)
+    return dataset_frontend(data) or FrontEnd()
+
+
 def fresh_model(name: str, labels: list[str], fe: FrontEnd, cmn: bool = False) -> torch.nn.Module:
     from edgetune.nets import available_models, create_model
 
     if name not in available_models():
         raise EdgetuneError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
+    if name == "sembed":
+        raise EdgetuneError("sembed's trunk is Google's, trained on real speech; random weights would "
+                            "waste it: fine-tune with --base models/sembed.pt")
     return create_model(name, n_classes=len(labels), n_frames=fe.n_frames, n_mels=fe.n_mels, cmn=cmn)
 
 

@@ -1,0 +1,77 @@
+"""The speech-embedding net (nets/sembed.py): shapes, a frozen trunk, convolution in time."""
+
+import pytest
+import torch
+
+from edgetune.errors import EdgetuneError, ModelError
+from edgetune.frontend import FrontEnd
+from edgetune.nets import create_model, frontend_preset
+from edgetune.nets.sembed import EMBED_DIM, FRAME_STRIDE, WINDOW_FRAMES, n_windows
+
+FE = FrontEnd.preset("sembed")
+
+
+def net(n_classes=5, **config):
+    torch.manual_seed(0)
+    return create_model("sembed", n_classes, FE.n_frames, FE.n_mels, **config)
+
+
+def test_one_second_gives_three_embeddings_and_logits():
+    model = net().eval()
+    x = torch.randn(2, 1, FE.n_frames, FE.n_mels) - 10
+    assert n_windows(FE.n_frames) == 3
+    assert model.embeddings(x).shape == (2, 3, EMBED_DIM)
+    assert model(x).shape == (2, 5)
+    assert frontend_preset("sembed") == "sembed" and frontend_preset("dscnn-s") == "speech"
+
+
+def test_the_trunk_is_convolutional_in_time_with_stride_8():
+    """One pass over a long input equals the trunk run on each 76-frame window 8 frames apart
+    (how openWakeWord runs it), so a clip of any length needs no windowing code."""
+    model = net().eval()
+    x = torch.randn(1, 1, WINDOW_FRAMES + 3 * FRAME_STRIDE, FE.n_mels) - 10
+    with torch.no_grad():
+        whole = model.embeddings(x)[0]
+        each = [model.embeddings(x[:, :, i * FRAME_STRIDE: i * FRAME_STRIDE + WINDOW_FRAMES])[0, 0]
+                for i in range(4)]
+    assert whole.shape == (4, EMBED_DIM)
+    assert torch.allclose(whole, torch.stack(each), atol=1e-5)
+
+
+def test_a_frozen_trunk_does_not_move_in_training_but_the_head_does():
+    model = net()
+    trunk_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("blocks.6", "classifier"))}
+    head_before = model.classifier.weight.clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 1, FE.n_frames, FE.n_mels) - 10),
+                                                 torch.randint(0, 5, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in trunk_before.items())  # weights and BN statistics
+    assert not torch.equal(head_before, model.classifier.weight)
+
+
+def test_an_unfrozen_trunk_trains():
+    model = net(freeze_trunk=False)
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.arch_config["freeze_trunk"] is False
+
+
+def test_wrong_inputs_are_refused_with_the_reason():
+    with pytest.raises(ModelError, match="32 mel bands"):
+        create_model("sembed", 5, 98, 40)
+    with pytest.raises(ModelError, match="at least 76 frames"):
+        create_model("sembed", 5, 50, 32)
+    with pytest.raises(ModelError, match="absolute log-mel"):
+        create_model("sembed", 5, 98, 32, cmn=True)
+
+
+def test_training_sembed_from_random_weights_is_refused(tmp_path):
+    from edgetune.train.finetune import fresh_model
+
+    with pytest.raises(EdgetuneError, match="--base models/sembed.pt"):
+        fresh_model("sembed", ["a", "b"], FE)
