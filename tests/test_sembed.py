@@ -75,3 +75,17 @@ def test_training_sembed_from_random_weights_is_refused(tmp_path):
 
     with pytest.raises(EdgetuneError, match="--base models/sembed.pt"):
         fresh_model("sembed", ["a", "b"], FE)
+
+
+def test_int8_export_runs_every_conv_in_int8(tmp_path):
+    """Every conv of the trunk feeds a float op (the leaky floor); without a quantized output
+    after each, onnxruntime ran them all in float and the int8 export was refused."""
+    from edgetune.compress.qat import calibrate, convert, prepare_qat
+    from edgetune.export import optimized_ops, to_onnx
+
+    model = net().eval()
+    qat = calibrate(prepare_qat(model, FE.n_frames, FE.n_mels), torch.randn(16, 1, FE.n_frames, FE.n_mels) - 8)
+    path = tmp_path / "sembed-int8.onnx"
+    to_onnx(convert(qat), FE, path, {})
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert optimized_ops(path)["QLinearConv"] == n_convs == 20

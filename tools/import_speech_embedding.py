@@ -1,7 +1,7 @@
 """Import Google's speech_embedding trunk into edgetune's `sembed` net, checked against the ONNX.
 
-    python tools/import_speech_embedding.py --out runs/pretrain/sembed-trunk.pt
-    python tools/pretrain_base.py --model sembed --base runs/pretrain/sembed-trunk.pt --epochs 10
+    python tools/import_speech_embedding.py                # models/sembed.pt and models/sembed.md
+    edgetune finetune --base models/sembed.pt --data corpus/digits --augment light --edge-cut 0.5 --out runs/d
 
 The weights come from `embedding_model.onnx` in the openWakeWord 0.4.0 wheel on PyPI
 (Apache-2.0; Google's TF Hub speech_embedding/1 re-implemented by openWakeWord). The wheel
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 WHEEL = "openwakeword==0.4.0"
 MEMBER = "openwakeword/resources/models/embedding_model.onnx"
@@ -93,14 +94,14 @@ def parity(model, path: Path, n: int = 16) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="The checkpoint to write (.pt).")
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "sembed.pt", help="The checkpoint to write (.pt).")
     ap.add_argument("--onnx", type=Path, help=f"embedding_model.onnx [default: fetched from {WHEEL}].")
     ap.add_argument("--labels", default=None, help="Comma-separated labels of the head "
                     "[default: the built-in `all` corpus's].")
     ap.add_argument("--tolerance", type=float, default=1e-3)
     args = ap.parse_args()
 
-    from edgetune.files import write_json_atomic
+    from edgetune.files import write_text_atomic
     from edgetune.frontend import FrontEnd
     from edgetune.nets import create_model
     from edgetune.train.checkpoint import make_checkpoint, save_checkpoint
@@ -120,9 +121,51 @@ def main() -> None:
                            recipe={"command": " ".join(sys.argv), "trunk": source},
                            metrics={"trunk_parity_max_abs": error})
     save_checkpoint(ckpt, args.out)
-    write_json_atomic(args.out.with_suffix(".json"), {"trunk": source, "parity_max_abs": error,
-                                                      "labels": len(labels)})
-    print(f"wrote {args.out}; next: python tools/pretrain_base.py --model sembed --base {args.out}")
+    write_text_atomic(args.out.with_suffix(".md"), model_card(args.out, source, error))
+    print(f"wrote {args.out}; next: edgetune finetune --base {args.out} --data DIR --augment light --out RUN")
+
+
+def model_card(path: Path, source: str, error: float) -> str:
+    from edgetune.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    fe, meta = ckpt["frontend"], ckpt["meta"]
+    return "\n".join([
+        f"# sembed base model (`models/{path.name}`)",
+        "",
+        ("Google's speech_embedding trunk (Lin et al. 2020, \"Training keyword spotters with limited and "
+        "synthesized speech data\"), trained by Google on a large corpus of **real** speech, with a small head "
+        "to train on your labels: `edgetune finetune --base models/sembed.pt`. The trunk stays frozen; only the "
+        "head (two 128-unit layers and the classifier) learns, so a head trained on edgetune's synthetic voices "
+        "keeps what the trunk learnt from real ones. The head here is untrained: this file is a base, not a "
+        "recogniser."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| params | {meta['params']:,} (trunk {trunk_params(path):,}, frozen) |",
+        f"| MACs per 1 s clip | {meta['macs']:,} |",
+        f"| file size | {path.stat().st_size / 1024:.0f} KB |",
+        (f"| front end | {fe['n_mels']} {fe['mel_scale'].capitalize()} mel bands {fe['f_min']:g}-{fe['f_max']:g} Hz, "
+         f"{fe['window_ms']:g} ms window, {fe['hop_ms']:g} ms hop, {fe['clip_seconds']:g} s clips "
+         "(`FrontEnd.preset(\"sembed\")`) |"),
+        f"| trunk source | `{source}` |",
+        f"| trunk parity | largest embedding difference to the ONNX: {error:.1e} |",
+        "",
+        "## Licence",
+        ("The trunk's weights are Google's `speech_embedding/1` (TF Hub, Apache-2.0), as re-implemented in ONNX "
+        "by openWakeWord (Apache-2.0 code; its own wake-word models, CC BY-NC-SA 4.0, are not used)."),
+        "",
+        "## Recipe",
+        (f"`python tools/import_speech_embedding.py` ({meta['created']}, edgetune {meta['edgetune']}, "
+        f"torch {meta['torch']}). Fine-tuned results on real voices: README, \"A trunk that has heard real people\"."),
+        "",
+    ])
+
+
+def trunk_params(path: Path) -> int:
+    from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    return sum(p.numel() for stage in model_from_checkpoint(load_checkpoint(path)).trunk for p in stage.parameters())
 
 
 def all_corpus_labels() -> list[str]:

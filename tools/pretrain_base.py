@@ -35,8 +35,6 @@ def main() -> None:
     ap.add_argument("--augment", default="light", choices=["light", "default", "strong"],
                     help="Augmentation preset (edgetune.data.augment.AugmentConfig).")
     ap.add_argument("--engines", default=None, help="Engine mix of the corpus [default: the corpus default].")
-    ap.add_argument("--base", type=Path, help="Start from this checkpoint instead of random weights (the "
-                    "sembed trunk: tools/import_speech_embedding.py).")
     ap.add_argument("--real", type=Path, help="A real labelled folder to score on (never trained on).")
     ap.add_argument("--out", type=Path, default=REPO_MODELS)
     ap.add_argument("--work", type=Path, default=Path("runs") / "pretrain")
@@ -55,8 +53,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       device=args.device, augment=AugmentConfig.preset(args.augment))
     work = args.work / args.model
-    start = {"base": args.base} if args.base else {"model_name": args.model}
-    result = finetune(args.corpus, work, **start, cfg=cfg, stage="base",
+    result = finetune(args.corpus, work, model_name=args.model, cfg=cfg, stage="base",
                       command=" ".join(sys.argv), progress=sys.stderr.isatty(),
                       on_epoch=lambda r: print(json.dumps(r), flush=True))
     real = None
@@ -80,7 +77,7 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
     lines = [
         f"# {args.model} base model (`models/{path.name}`)",
         "",
-        (f"A {ckpt['arch']} {trained_how(args)} edgetune's built-in **synthetic** speech corpus, "
+        (f"A {ckpt['arch']} trained from scratch on edgetune's built-in **synthetic** speech corpus, "
         f"to be fine-tuned with `edgetune finetune --base models/{path.name}`."),
         "",
         "| | |",
@@ -116,8 +113,7 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         "",
         "## Recipe",
         f"`python tools/pretrain_base.py --model {args.model} --epochs {args.epochs} --batch-size "
-        f"{args.batch_size} --lr {args.lr} --seed {args.seed} --augment {args.augment} --engines {args.engines}"
-        + (f" --base {args.base}`" if args.base else "`")
+        f"{args.batch_size} --lr {args.lr} --seed {args.seed} --augment {args.augment} --engines {args.engines}`"
         + (f" `--real {args.real}`" if args.real else "")
         + f" ({seconds / 60:.0f} min here, 2 CPU cores). AdamW, warm-up + cosine, label smoothing "
         f"{meta['recipe']['label_smoothing']}, band means removed in the model: {ckpt['arch_config'].get('cmn', False)}.",
@@ -125,13 +121,6 @@ def model_card(args, path: Path, result: dict, corpus: dict, real: dict | None, 
         f"Created {meta['created']} with edgetune {meta['edgetune']}, torch {meta['torch']}.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def trained_how(args) -> str:
-    if args.model == "sembed":
-        return ("whose trunk is Google's speech_embedding (trained by Google on real speech; imported by "
-                "tools/import_speech_embedding.py, frozen) and whose head was trained on")
-    return "trained from scratch on"
 
 
 def augment_text(a: dict) -> str:

@@ -14,6 +14,8 @@ the graph the same way and loads it, so nothing is pickled.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -106,13 +108,50 @@ def with_switchable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_qat(model: nn.Module, n_frames: int, n_mels: int, weight_bits: int = WEIGHT_BITS) -> QATModel:
+def _x86_quantizer_class():
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    return xiq.X86InductorQuantizer
+
+
+class OnnxQDQQuantizer(_x86_quantizer_class()):
+    """The X86 quantizer, plus a quantized output for every int8 pattern that nothing after
+    it quantizes.
+
+    The X86 quantizer leaves a conv's output in float when its consumer runs in float
+    (Inductor fuses int8-in, float-out); onnxruntime only turns DequantizeLinear -> Conv ->
+    QuantizeLinear into an int8 QLinearConv, so such a conv ran in float. sembed's convs all
+    feed a leaky ReLU (float): exported without this, its int8 file had no int8 conv. The
+    CNNs whose patterns feed quantized inputs (DS-CNN, BC-ResNet) are unchanged."""
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        from torchao.quantization.pt2e.quantizer.utils import get_output_act_qspec
+
+        model = super().annotate(model)
+        for node in model.graph.nodes:
+            note = node.meta.get("quantization_annotation")
+            if note is None or not getattr(note, "_is_output_of_quantized_pattern", False) or note.output_qspec:
+                continue
+            if not any(_quantizes_input(user, node) for user in node.users):
+                note.output_qspec = get_output_act_qspec(self.global_config)
+        return model
+
+
+def _quantizes_input(user: torch.fx.Node, node: torch.fx.Node) -> bool:
+    note = user.meta.get("quantization_annotation")
+    return note is not None and note.input_qspec_map.get(node) is not None
+
+
+def prepare_qat(model: nn.Module, n_frames: int, n_mels: int, weight_bits: int = WEIGHT_BITS) -> QATModel:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    quantizer = xiq.X86InductorQuantizer()
+    quantizer = OnnxQDQQuantizer()
     quantizer.set_global(quantization_config(weight_bits))
-    graph = prepare_qat_pt2e(capture(with_switchable_dropout(model).train(), n_frames, n_mels), quantizer)
+    with warnings.catch_warnings():
+        # a max-pool after an op the quantizer leaves in float (sembed's leaky floor) stays
+        # float too; torchao warns of it with its whole config, once per pool
+        warnings.filterwarnings("ignore", message="The input of maxpool2d is not quantized")
+        graph = prepare_qat_pt2e(capture(with_switchable_dropout(model).train(), n_frames, n_mels), quantizer)
     if count_fake_quant(graph) == 0:
         raise ModelError(f"{model.arch}: the quantizer inserted no fake-quant modules; "
                          "the int8 model would be fp32 (report this as a bug)")

@@ -114,6 +114,11 @@ class SpeechEmbeddingNet(nn.Module):
         self._freeze = frozen
 
     @property
+    def learns_through_masks(self) -> bool:
+        """Whether SpecAugment's masks suit training (edgetune.train.finetune): not with a frozen trunk."""
+        return not self._freeze
+
+    @property
     def arch_config(self) -> dict:
         return {"hidden": self._hidden, "dropout": self._dropout, "freeze_trunk": self._freeze, "cmn": False}
 

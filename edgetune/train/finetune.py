@@ -150,6 +150,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
             raise EdgetuneError("give --base models/NAME.pt to fine-tune, or --model NAME to train from scratch")
         model, before, parent = fresh_model(model_name, labels, fe, cmn), None, None
 
+    cfg = masks_only_if_learnable(cfg, model)
     teacher_model = _teacher(teacher, labels)
     trainer = Trainer(model, fe, tensors.train, tensors.val, cfg, tensors.noise, teacher=teacher_model,
                       log_path=out / "log.jsonl", state_path=out / TRAIN_STATE, progress=progress)
@@ -179,6 +180,16 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     return {"checkpoint": str(out / f"{stage}.pt"), "labels": labels, **metrics,
             "params": ckpt["meta"]["params"], "macs": ckpt["meta"]["macs"], "epochs": trainer.epoch,
             "history": trainer.history}
+
+
+def masks_only_if_learnable(cfg: TrainConfig, model: torch.nn.Module) -> TrainConfig:
+    """SpecAugment's masks blank bands and frames; a network learns to see past them, but a
+    frozen trunk (sembed's) cannot, and its head then learns from embeddings of inputs the
+    trunk never saw. Measured on corpus/digits-600, seed 0: synthetic validation 86.9% with
+    the masks, 91.8% without (README, "A trunk that has heard real people")."""
+    if getattr(model, "learns_through_masks", True):
+        return cfg
+    return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, freq_masks=0, time_masks=0))
 
 
 def resolve_cmn(asked: bool | None, data: str | Path, base_ckpt: dict | None, fe: FrontEnd) -> bool:
