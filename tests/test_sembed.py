@@ -70,6 +70,13 @@ def test_wrong_inputs_are_refused_with_the_reason():
         create_model("sembed", 5, 98, 32, cmn=True)
 
 
+def test_pruning_the_fixed_trunk_is_refused_with_the_fix():
+    from edgetune.compress.prune import prune_model
+
+    with pytest.raises(ModelError, match="--ratio 0"):
+        prune_model(net(), (1, 1, FE.n_frames, FE.n_mels), ratio=0.3)
+
+
 def test_training_sembed_from_random_weights_is_refused(tmp_path):
     from edgetune.train.finetune import fresh_model
 

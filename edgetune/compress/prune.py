@@ -190,6 +190,9 @@ def fill_budget(widths: Sequence[int], channels: Sequence[int], step: int, fits)
 
 
 def _validate(model, criterion, steps):
+    if hasattr(model, "trunk"):  # sembed: Google's trunk, frozen; its channels are not ours to cut
+        raise ModelError(f"{model.arch}: its trunk is fixed pretrained weights, not pruned; "
+                         "compress it with --ratio 0 (int8 only)")
     if not (hasattr(model, "arch") and hasattr(model, "classifier")
             and hasattr(model, "width_modules")):
         raise ModelError("pruning needs an edgetune.nets model (arch, classifier, width_modules)")
