@@ -8,8 +8,8 @@ The weights come from `embedding_model.onnx` in the openWakeWord 0.4.0 wheel on 
 is fetched with `pip download` unless --onnx names the file. The graph's convolutions are
 copied in order into the torch trunk, and its one batch norm folded into a fixed
 per-channel affine; the two then embed the same random features and must agree to
---tolerance. Writes a checkpoint
-(stage `base`) with the trunk and an untrained head for --labels, to train the head on.
+--tolerance. Writes a checkpoint (stage `base`) with the trunk and an untrained head for
+--labels (fine-tuning gives the head the data's labels), and its model card beside it.
 """
 
 from __future__ import annotations
@@ -121,15 +121,13 @@ def main() -> None:
                            recipe={"command": " ".join(sys.argv), "trunk": source},
                            metrics={"trunk_parity_max_abs": error})
     save_checkpoint(ckpt, args.out)
-    write_text_atomic(args.out.with_suffix(".md"), model_card(args.out, source, error))
+    write_text_atomic(args.out.with_suffix(".md"), model_card(args.out, ckpt, model, source, error))
     print(f"wrote {args.out}; next: edgetune finetune --base {args.out} --data DIR --augment light --out RUN")
 
 
-def model_card(path: Path, source: str, error: float) -> str:
-    from edgetune.train.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
+def model_card(path: Path, ckpt: dict, model, source: str, error: float) -> str:
     fe, meta = ckpt["frontend"], ckpt["meta"]
+    trunk_params = sum(p.numel() for stage in model.trunk for p in stage.parameters())
     return "\n".join([
         f"# sembed base model (`models/{path.name}`)",
         "",
@@ -142,7 +140,7 @@ def model_card(path: Path, source: str, error: float) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| params | {meta['params']:,} (trunk {trunk_params(path):,}, frozen) |",
+        f"| params | {meta['params']:,} (trunk {trunk_params:,}, frozen) |",
         f"| MACs per 1 s clip | {meta['macs']:,} |",
         f"| file size | {path.stat().st_size / 1024:.0f} KB |",
         (f"| front end | {fe['n_mels']} {fe['mel_scale'].capitalize()} mel bands {fe['f_min']:g}-{fe['f_max']:g} Hz, "
@@ -160,12 +158,6 @@ def model_card(path: Path, source: str, error: float) -> str:
         f"torch {meta['torch']}). Fine-tuned results on real voices: README, \"A trunk that has heard real people\"."),
         "",
     ])
-
-
-def trunk_params(path: Path) -> int:
-    from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-    return sum(p.numel() for stage in model_from_checkpoint(load_checkpoint(path)).trunk for p in stage.parameters())
 
 
 def all_corpus_labels() -> list[str]:

@@ -18,6 +18,7 @@ import warnings
 
 import torch
 from torch import nn
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
 from edgetune.errors import ModelError
 
@@ -108,13 +109,7 @@ def with_switchable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def _x86_quantizer_class():
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-
-    return xiq.X86InductorQuantizer
-
-
-class OnnxQDQQuantizer(_x86_quantizer_class()):
+class OnnxQDQQuantizer(X86InductorQuantizer):
     """The X86 quantizer, plus a quantized output for every int8 pattern that nothing after
     it quantizes.
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgetune.errors import ModelError
+from edgetune.frontend import FrontEnd
 from edgetune.nets import bcresnet as _bcresnet
 from edgetune.nets import dscnn as _dscnn
 from edgetune.nets import multihead as _multihead
@@ -153,8 +154,6 @@ def count_macs(model: nn.Module, input_shape=(1, 1, 98, 40)) -> int:
 
 def model_info(name: str, n_classes: int = 12) -> dict:
     """{name, params, macs, description, input} of a freshly built `name`, on its front end's 1-s clip."""
-    from edgetune.frontend import FrontEnd
-
     fe = FrontEnd.preset(frontend_preset(name))
     model = create_model(name, n_classes, fe.n_frames, fe.n_mels)
     return {"name": name, "params": count_params(model),

@@ -127,7 +127,7 @@ def finetune(data: str | Path, out: str | Path, *, base: str | Path | None = Non
     torch.manual_seed(cfg.seed)  # the new head's (or fresh model's) initial weights
     base_ckpt = load_checkpoint(base) if base else None
     # a base fixes the front end (its input shape); a fresh model takes the one the data asks for
-    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else fresh_frontend(model_name, data)
+    fe = FrontEnd.from_dict(base_ckpt["frontend"]) if base_ckpt else dataset_frontend(data) or FrontEnd()
     fe = with_current_floor(fe)  # a base (or corpus) from before LOG_FLOOR
     cmn = resolve_cmn(cmn, data, base_ckpt, fe)
     tensors = load_tensors(data, fe, progress=progress)
@@ -214,16 +214,6 @@ def wants_cmn(fe: FrontEnd) -> bool:
     bands' means are the note."""
     music = with_current_floor(FrontEnd.preset("music"))
     return dataclasses.replace(fe, log_floor=music.log_floor) != music
-
-
-def fresh_frontend(model_name: str | None, data: str | Path) -> FrontEnd:
-    """A fresh model's front end: the one its net is built for, else the one the data asks for."""
-    from edgetune.nets import frontend_preset
-
-    preset = frontend_preset(model_name) if model_name else "speech"
-    if preset != "speech":
-        return FrontEnd.preset(preset)
-    return dataset_frontend(data) or FrontEnd()
 
 
 def fresh_model(name: str, labels: list[str], fe: FrontEnd, cmn: bool = False) -> torch.nn.Module:
