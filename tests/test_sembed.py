@@ -1,5 +1,7 @@
 """The speech-embedding net (nets/sembed.py): shapes, a frozen trunk, convolution in time."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from edgetune.nets import create_model, frontend_preset
 from edgetune.nets.sembed import EMBED_DIM, FRAME_STRIDE, WINDOW_FRAMES, n_windows
 
 FE = FrontEnd.preset("sembed")
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sembed.pt"
 
 
 def net(n_classes=5, **config):
@@ -38,6 +41,30 @@ def test_the_trunk_is_convolutional_in_time_with_stride_8():
     assert torch.allclose(whole, torch.stack(each), atol=1e-5)
 
 
+@pytest.mark.parametrize("edge", ["first", "last"])
+def test_a_word_at_either_edge_of_the_clip_reaches_the_head(edge):
+    """Unpadded, a 98-frame clip gives windows over frames 0-91 only, so a word's last sounds
+    in the final 60 ms were never heard; padded (the default), every frame counts, and a
+    word in the first 0.2 s is seen by as many positions as one in the middle."""
+    from edgetune.train.checkpoint import load_checkpoint
+
+    trunk = {k: v for k, v in load_checkpoint(SHIPPED)["state_dict"].items() if k.startswith("blocks.")}
+    padded, unpadded = net(), net(pad_frames=0)
+    for model in (padded, unpadded):  # Google's trunk: a random one passes next to nothing on
+        model.load_state_dict(trunk, strict=False)
+        model.eval()
+    frames = slice(0, 4) if edge == "first" else slice(FE.n_frames - 4, FE.n_frames)
+    x = torch.randn(1, 1, FE.n_frames, FE.n_mels) - 10
+    louder = x.clone()
+    louder[:, :, frames] += 6.0
+    with torch.no_grad():
+        assert not torch.allclose(padded(x), padded(louder))
+        if edge == "last":
+            assert torch.equal(unpadded(x), unpadded(louder))
+    assert padded.arch_config["pad_frames"] == 24 and padded.arch_config["context_windows"] == 3
+    assert n_windows(FE.n_frames + 2 * 24) == 9
+
+
 def test_a_frozen_trunk_does_not_move_in_training_but_the_head_does():
     model = net()
     trunk_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("blocks.6", "classifier"))}
@@ -64,8 +91,8 @@ def test_an_unfrozen_trunk_trains():
 def test_wrong_inputs_are_refused_with_the_reason():
     with pytest.raises(ModelError, match="32 mel bands"):
         create_model("sembed", 5, 98, 40)
-    with pytest.raises(ModelError, match="at least 76 frames"):
-        create_model("sembed", 5, 50, 32)
+    with pytest.raises(ModelError, match="20 frames padded by 24 give 0 embeddings"):
+        create_model("sembed", 5, 20, 32)
     with pytest.raises(ModelError, match="absolute log-mel"):
         create_model("sembed", 5, 98, 32, cmn=True)
 
@@ -84,7 +111,6 @@ def test_training_sembed_from_random_weights_is_refused(tmp_path):
         fresh_model("sembed", ["a", "b"], FE)
 
 
-
 def test_int8_export_runs_every_conv_in_int8(tmp_path):
     """Every conv of the trunk feeds a float op (the leaky floor); without a quantized output
     after each, onnxruntime ran them all in float and the int8 export was refused."""
@@ -96,7 +122,7 @@ def test_int8_export_runs_every_conv_in_int8(tmp_path):
     path = tmp_path / "sembed-int8.onnx"
     to_onnx(convert(qat), FE, path, {})
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    assert optimized_ops(path)["QLinearConv"] == n_convs == 20
+    assert optimized_ops(path)["QLinearConv"] == n_convs == 20 + 2  # the trunk's, the head's
 
 
 @pytest.mark.slow

@@ -134,7 +134,8 @@ def model_card(path: Path, ckpt: dict, model, source: str, error: float) -> str:
         ("Google's speech_embedding trunk (Lin et al. 2020, \"Training keyword spotters with limited and "
         "synthesized speech data\"), trained by Google on a large corpus of **real** speech, with a small head "
         "to train on your labels: `edgetune finetune --base models/sembed.pt`. The trunk stays frozen; only the "
-        "head (two 128-unit layers and the classifier) learns, so a head trained on edgetune's synthetic voices "
+        "head learns (the same 128-unit network at every position of the clip, over three neighbouring "
+        "embeddings, then the strongest position and the classifier), so a head trained on edgetune's synthetic voices "
         "keeps what the trunk learnt from real ones. The head here is untrained: this file is a base, not a "
         "recogniser."),
         "",

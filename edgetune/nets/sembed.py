@@ -10,8 +10,15 @@ the network, so nothing is pickled.
 
 The trunk takes 76 frames x 32 Slaney mel bands (`FrontEnd.preset("sembed")`) and
 returns one 96-d embedding per window; it is convolutional in time with a stride of 8
-frames, so a clip of n frames gives (n - 76) // 8 + 1 embeddings in one pass. The head
-flattens them in time order (where in the clip a sound is still tells words apart).
+frames, so a clip of n frames gives (n - 76) // 8 + 1 embeddings in one pass.
+
+A word can sit anywhere in a clip, so the head is the same at every position: the clip is
+extended by `pad_frames` at each end (its edge frames repeated, as the room sound goes on),
+every run of `context_windows` neighbouring embeddings is classified by one small network
+(a convolution over windows), and the strongest evidence over positions wins (max-pool).
+Without the padding a 1 s clip gives three windows and a word in its first 0.2 s is seen
+whole by the first alone: a head that flattened the three in order scored 56-74% on
+synthetic commands that start there against 87% on later ones (edgetune's README).
 """
 
 from __future__ import annotations
@@ -79,6 +86,32 @@ def n_windows(n_frames: int) -> int:
     return max(0, (n_frames - WINDOW_FRAMES) // FRAME_STRIDE + 1)
 
 
+class WindowNorm(nn.Module):
+    """LayerNorm of each window's embedding: [batch, 96, windows, 1] in and out."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class MaxOverWindows(nn.Module):
+    """[batch, channels, positions, 1] -> [batch, channels]: the strongest evidence anywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(x, dim=(2, 3))
+
+
+def window_head(context: int, hidden: int, dropout: float) -> nn.Sequential:
+    """The same classifier at every position: `context` neighbouring embeddings -> hidden,
+    then the max over positions."""
+    return nn.Sequential(WindowNorm(EMBED_DIM), nn.Conv2d(EMBED_DIM, hidden, (context, 1)), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Dropout(dropout),
+                         MaxOverWindows())
+
+
 class SpeechEmbeddingNet(nn.Module):
     """[batch, 1, n_frames, 32] log-mel -> logits. `blocks`: the trunk's stages, then the head.
 
@@ -86,20 +119,22 @@ class SpeechEmbeddingNet(nn.Module):
     would wear away what real speech taught it)."""
 
     def __init__(self, n_classes: int, n_frames: int = 98, n_mels: int = 32, *, hidden: int = 128,
-                 dropout: float = 0.3, freeze_trunk: bool = True, cmn: bool = False):
+                 dropout: float = 0.3, freeze_trunk: bool = True, cmn: bool = False,
+                 pad_frames: int = 24, context_windows: int = 3):
         super().__init__()
         if cmn:
             raise ValueError("the speech embedding's trunk was trained on absolute log-mel levels; "
                              "band-mean removal (cmn) does not apply to it")
         if n_mels != 32:
             raise ValueError(f"the speech embedding takes 32 mel bands (FrontEnd.preset('sembed')), not {n_mels}")
-        if n_windows(n_frames) < 1:
-            raise ValueError(f"the speech embedding needs at least {WINDOW_FRAMES} frames, got {n_frames}")
+        windows = n_windows(n_frames + 2 * pad_frames)
+        if pad_frames < 0 or context_windows < 1 or windows < context_windows:
+            raise ValueError(f"{n_frames} frames padded by {pad_frames} give {windows} embeddings; the "
+                             f"head needs {context_windows} (each takes {WINDOW_FRAMES} frames)")
         self.n_frames, self.n_mels = int(n_frames), int(n_mels)
         self._hidden, self._dropout, self._freeze = int(hidden), float(dropout), bool(freeze_trunk)
-        flat = n_windows(n_frames) * EMBED_DIM
-        head = nn.Sequential(nn.Flatten(), nn.LayerNorm(flat), nn.Linear(flat, hidden), nn.ReLU(),
-                             nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self._pad, self._context = int(pad_frames), int(context_windows)
+        head = window_head(self._context, self._hidden, self._dropout)
         self.blocks = nn.ModuleList([*speech_embedding_trunk(), head])
         self.classifier = nn.Linear(hidden, n_classes)
         self.freeze_trunk(self._freeze)
@@ -120,7 +155,8 @@ class SpeechEmbeddingNet(nn.Module):
 
     @property
     def arch_config(self) -> dict:
-        return {"hidden": self._hidden, "dropout": self._dropout, "freeze_trunk": self._freeze, "cmn": False}
+        return {"hidden": self._hidden, "dropout": self._dropout, "freeze_trunk": self._freeze, "cmn": False,
+                "pad_frames": self._pad, "context_windows": self._context}
 
     @property
     def embedding_dim(self) -> int:
@@ -130,18 +166,27 @@ class SpeechEmbeddingNet(nn.Module):
         """edgetune's log-mel -> the trunk's input scale, bands zero-padded by one each side."""
         return nn.functional.pad(x / math.log(10.0) + INPUT_OFFSET, (1, 1))
 
-    def embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, 1, frames, 32] -> [batch, windows, 96]: the trunk's output."""
+    def trunk_output(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, 1, frames, 32] -> [batch, 96, windows, 1], for the frames as given."""
         x = self.prepare(x)
         for stage in self.trunk:
             x = stage(x)
-        return x.squeeze(3).transpose(1, 2)
+        return x
+
+    def embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, 1, frames, 32] -> [batch, windows, 96]: the trunk's output, as Google's."""
+        return self.trunk_output(x).squeeze(3).transpose(1, 2)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks[-1](self.embeddings(x))
+        """The clip extended by `pad_frames` at each end with copies of its edge frames (the
+        room sound goes on), through the trunk and the head."""
+        if self._pad:
+            x = nn.functional.pad(x, (0, 0, self._pad, self._pad), mode="replicate")
+        return self.blocks[-1](self.trunk_output(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
-CONFIGS = {"sembed": {"hidden": 128, "dropout": 0.3, "freeze_trunk": True, "cmn": False}}
+CONFIGS = {"sembed": {"hidden": 128, "dropout": 0.3, "freeze_trunk": True, "cmn": False,
+                      "pad_frames": 24, "context_windows": 3}}

@@ -137,7 +137,12 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     fe = FrontEnd.from_dict(ckpt["frontend"])
     model = create_model(ckpt["arch"], n_classes=len(ckpt["labels"]), n_frames=fe.n_frames,
                          n_mels=fe.n_mels, **ckpt["arch_config"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:  # the network's layout changed since this checkpoint was written
+        raise ModelError(f"this {ckpt['arch']} checkpoint's weights do not fit the {ckpt['arch']} network "
+                         "of this edgetune version (an older layout); fine-tune it again from the base "
+                         "in models/") from None
     return model
 
 
