@@ -529,3 +529,20 @@ def test_trim_probe_keeps_the_loud_span_centred(monkeypatch):
     assert len(kept) == 3200 and kept[0] == (16000 - 3200) // 2  # the word alone, centred
     assert len(np.flatnonzero(trimmed(clip, fe, 60.0))) == 4800  # the onset too
     assert trimmed(clip, fe, None) is clip
+
+
+def test_position_probe_groups_every_word_clip_by_where_its_sound_is(run, data, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    from position_probe import accuracy_by_position, sound_span
+
+    clip = np.full(16000, 1e-4, np.float32)
+    clip[3000:9000] = 0.3  # loud from 0.1875 s to 0.5625 s: frames 18-56
+    assert sound_span(clip, 16000) == pytest.approx((0.18, 0.57))
+    result = accuracy_by_position(str(run / "finetuned.pt"), str(data), ("val", "test"))
+    assert result["n"] > 0
+    for key in ("by_start", "by_end"):
+        assert sum(row["n"] for row in result[key]) == result["n"]
+    scored = [row for row in result["by_start"] if row["n"]]
+    assert sum(row["accuracy"] * row["n"] for row in scored) == pytest.approx(result["accuracy"] * result["n"])

@@ -1,0 +1,80 @@
+"""Does a model depend on where in the clip the word sits? Score a checkpoint on a split
+and group the clips by when their sound starts and ends (the first and last 10 ms frame
+within 30 dB of the clip's loudest), so a model that misses words near an edge shows it:
+
+    python tools/position_probe.py runs/cmd/finetuned.pt --data corpus/commands-300
+
+The built-in corpus places each word anywhere in its second (onset drawn per clip), as
+a recorder does; real Speech Commands clips do too. `_silence_` clips have no word and
+are left out. Prints a table, and writes JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from edgetune.data.dataset import ClipLoader, load_dataset
+from edgetune.frontend import FrontEnd
+from edgetune.train.checkpoint import load_checkpoint
+from edgetune.train.finetune import eval_checkpoint
+
+FRAME_S = 0.010
+LOUD_DB = 30.0
+START_BINS = [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 1.0)]
+END_BINS = [(0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)]
+
+
+def sound_span(clip: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """Seconds from the clip's start to its first and past its last loud frame."""
+    hop = int(sample_rate * FRAME_S)
+    frames = clip[: len(clip) // hop * hop].reshape(-1, hop)
+    level = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+    loud = np.flatnonzero(level > level.max() - LOUD_DB)
+    return loud[0] * FRAME_S, (loud[-1] + 1) * FRAME_S
+
+
+def accuracy_by_position(checkpoint: str, data: str, splits: tuple[str, ...]) -> dict:
+    ckpt = load_checkpoint(checkpoint)
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    ds = load_dataset(data, labels=ckpt["labels"])
+    examples = [e for s in splits for e in ds.split(s) if e.label != "_silence_"]
+    clips = ClipLoader(fe).clips(examples)
+    index = {lab: i for i, lab in enumerate(ckpt["labels"])}
+    right = eval_checkpoint(ckpt, clips, "cpu") == np.array([index[e.label] for e in examples])
+    spans = np.array([sound_span(np.asarray(c).reshape(-1), fe.sample_rate) for c in clips])
+
+    def table(column: int, bins: list[tuple[float, float]]) -> list[dict]:
+        rows = []
+        for lo, hi in bins:
+            inside = (spans[:, column] >= lo) & (spans[:, column] < hi)
+            rows.append({"from_s": lo, "to_s": min(hi, 1.0), "n": int(inside.sum()),
+                         "accuracy": float(right[inside].mean()) if inside.any() else None})
+        return rows
+
+    return {"checkpoint": checkpoint, "data": data, "splits": list(splits), "n": len(examples),
+            "accuracy": float(right.mean()), "by_start": table(0, START_BINS), "by_end": table(1, END_BINS)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", help="A float checkpoint (.pt), such as RUN/finetuned.pt.")
+    ap.add_argument("--data", required=True, help="The corpus it was trained on (its held-out voices are scored).")
+    ap.add_argument("--splits", default="val,test", help="Comma-separated splits to score [default: val,test].")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    result = accuracy_by_position(args.checkpoint, args.data, tuple(args.splits.split(",")))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['checkpoint']}: {100 * result['accuracy']:.1f}% of {result['n']} word clips")
+    for key, name in (("by_start", "sound starts"), ("by_end", "sound ends")):
+        for row in result[key]:
+            acc = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
+            print(f"  {name} {row['from_s']:.2f}-{row['to_s']:.2f} s: {acc:>6} of {row['n']}")
+
+
+if __name__ == "__main__":
+    main()
