@@ -535,11 +535,11 @@ def test_position_probe_groups_every_word_clip_by_where_its_sound_is(run, data, 
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
-    from position_probe import accuracy_by_position, sound_span
+    from position_probe import accuracy_by_position, sound_spans
 
     clip = np.full(16000, 1e-4, np.float32)
     clip[3000:9000] = 0.3  # loud from 0.1875 s to 0.5625 s: frames 18-56
-    assert sound_span(clip, 16000) == pytest.approx((0.18, 0.57))
+    assert tuple(sound_spans(clip[None], 16000)[0]) == pytest.approx((0.18, 0.57))
     result = accuracy_by_position(str(run / "finetuned.pt"), str(data), ("val", "test"))
     assert result["n"] > 0
     for key in ("by_start", "by_end"):

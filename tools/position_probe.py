@@ -15,36 +15,35 @@ import argparse
 import json
 
 import numpy as np
+import torch
 
-from edgetune.data.dataset import ClipLoader, load_dataset
+from edgetune.data.augment import loud_span
+from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import load_checkpoint
 from edgetune.train.finetune import eval_checkpoint
 
-FRAME_S = 0.010
 LOUD_DB = 30.0
 START_BINS = [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 1.0)]
 END_BINS = [(0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)]
 
 
-def sound_span(clip: np.ndarray, sample_rate: int) -> tuple[float, float]:
-    """Seconds from the clip's start to its first and past its last loud frame."""
-    hop = int(sample_rate * FRAME_S)
-    frames = clip[: len(clip) // hop * hop].reshape(-1, hop)
-    level = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
-    loud = np.flatnonzero(level > level.max() - LOUD_DB)
-    return loud[0] * FRAME_S, (loud[-1] + 1) * FRAME_S
+def sound_spans(clips: np.ndarray, sample_rate: int) -> np.ndarray:
+    """[clips, samples] -> [clips, 2]: seconds to each clip's first loud 10 ms frame and past
+    its last (the span edge-cut augmentation trims to)."""
+    start, end = loud_span(torch.from_numpy(clips), sample_rate, torch.full((len(clips),), LOUD_DB))
+    return torch.stack([start, end], dim=1).numpy() / sample_rate
 
 
 def accuracy_by_position(checkpoint: str, data: str, splits: tuple[str, ...]) -> dict:
     ckpt = load_checkpoint(checkpoint)
     fe = FrontEnd.from_dict(ckpt["frontend"])
     ds = load_dataset(data, labels=ckpt["labels"])
-    examples = [e for s in splits for e in ds.split(s) if e.label != "_silence_"]
+    examples = [e for s in splits for e in ds.split(s) if e.label != SILENCE]
     clips = ClipLoader(fe).clips(examples)
     index = {lab: i for i, lab in enumerate(ckpt["labels"])}
     right = eval_checkpoint(ckpt, clips, "cpu") == np.array([index[e.label] for e in examples])
-    spans = np.array([sound_span(np.asarray(c).reshape(-1), fe.sample_rate) for c in clips])
+    spans = sound_spans(clips, fe.sample_rate)
 
     def table(column: int, bins: list[tuple[float, float]]) -> list[dict]:
         rows = []
