@@ -28,6 +28,7 @@ ONNX_FORMAT = "edgetune.onnx/1"
 OPSET = 18
 DEFAULT_STREAM = {"hop_ms": 100, "average_ms": 600, "threshold": 0.7, "suppress_ms": 1000}
 DEFAULT_GOAL = {"min_accuracy": 0.90}
+CALIBRATION_MINUTES = 10.0  # of validation stream: ~130 words, 20 s for sembed int8
 INT8_CONV_OPS = {"QLinearConv", "ConvInteger"}
 FP32_MAX_DIFF = 1e-4
 # torch's fake-quant reference sums in float, onnxruntime in integers: an activation on a
@@ -317,7 +318,8 @@ def parity_inputs(ckpt: dict, data: str | Path | None, limit: int = 2000):
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-                device_profile: str | None = None) -> dict:
+                device_profile: str | None = None, stream_minutes: float = CALIBRATION_MINUTES) -> dict:
+    """Write, check and (given `stream_minutes` > 0) stream-calibrate the ONNX file."""
     from edgetune.train.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -331,10 +333,30 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str
     try:
         to_onnx(for_export(model, ckpt), fe, staged, props, output_names(ckpt))
         result = check_export(staged, ckpt, reference, precision, data)
+        result["stream"] = calibrate_stream(staged, ckpt, data, stream_minutes)
         os.replace(staged, out)
     finally:
         staged.unlink(missing_ok=True)
     return {"onnx": str(out), **result}
+
+
+def calibrate_stream(path: Path, ckpt: dict, data, minutes: float) -> dict:
+    """The stream settings `listen` will use: tuned on the validation voices of the model's
+    data (`calibrate_on_split`), or the defaults, with the reason, where that cannot be done."""
+    from edgetune.errors import DataError
+    from edgetune.runtime.streameval import calibrate_on_split
+
+    source = data or ckpt["meta"].get("data", {}).get("source")
+    why = ("not asked (--stream-minutes 0)" if minutes <= 0
+           else "a merged model: calibrate each head with `stream-eval --calibrate --head`" if ckpt.get("heads")
+           else "the model's dataset is not on this machine" if not (source and Path(source).exists())
+           else None)
+    if why is None:
+        try:
+            return calibrate_on_split(path, source, minutes=minutes)
+        except DataError as e:  # e.g. no validation clips to make a stream of
+            why = str(e)
+    return {"saved": False, "settings": DEFAULT_STREAM, "why": why}
 
 
 def check_export(path: Path, ckpt: dict, reference, precision: str, data) -> dict:

@@ -92,9 +92,11 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
 
         def export_stage(ckpt=ckpt, target=target):
             r = export_onnx(run / f"{ckpt}.pt", target, data, device_profile=cfg.device_profile)
-            p = r["parity"]
+            p, st = r["parity"], r["stream"]["settings"]
+            tuned = "tuned on validation voices" if r["stream"]["saved"] else "defaults"
             return (f"{target.name} {r['bytes'] / 1024:.1f} KB, parity: max diff "
-                    f"{p['max_abs_diff']:.1e}, agreement {p['top1_agreement']:.1%}")
+                    f"{p['max_abs_diff']:.1e}, agreement {p['top1_agreement']:.1%}; stream "
+                    f"{st['average_ms']:g} ms / {st['threshold']:g} ({tuned})")
 
         _stage("export", target, export_stage, say)
 

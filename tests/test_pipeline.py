@@ -17,6 +17,7 @@ from conftest import make_tone_dataset
 from edgetune.cli import cli
 from edgetune.data.augment import AugmentConfig
 from edgetune.errors import DataError
+from edgetune.export import DEFAULT_STREAM
 from edgetune.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -222,11 +223,12 @@ def test_compress_reads_the_finetune_augmentation():
 
 
 def test_export_fp32_and_int8_then_verify(run, data, compressed):
-    r = invoke("export", "--onnx", run / "finetuned.pt", "--json")
+    r = invoke("export", "--onnx", run / "finetuned.pt", "--stream-minutes", 0, "--json")
     assert r.exit_code == 0, r.output
     fp32 = last_json(r.output)
     assert fp32["parity"]["max_abs_diff"] <= 1e-4 and fp32["int8_convs"] == 0
-    r = invoke("export", "--onnx", run / "qat.pt", "--json")
+    assert fp32["stream"] == {"saved": False, "settings": DEFAULT_STREAM, "why": "not asked (--stream-minutes 0)"}
+    r = invoke("export", "--onnx", run / "qat.pt", "--stream-minutes", 4, "--json")
     assert r.exit_code == 0, r.output
     int8 = last_json(r.output)
     assert int8["precision"] == "int8" and int8["int8_convs"] >= 5  # every conv of DS-CNN
@@ -239,6 +241,12 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     assert props["edgetune.format"] == "edgetune.onnx/1"
     assert props["edgetune.labels"] == ["_silence_", "high", "low", "mid"]
     assert [link["stage"] for link in props["edgetune.lineage"]] == ["qat", "pruned", "finetuned"]
+    # the stream settings `listen` will use were tuned on a stream of the validation voices
+    tuned = int8["stream"]
+    assert tuned["saved"] and tuned["stream"] == f"{data} (val split), 4 min, seed 0" and tuned["words"] > 40
+    assert props["edgetune.stream"]["calibrated"]["stream"] == tuned["stream"]
+    assert {k: props["edgetune.stream"][k] for k in tuned["settings"]} == tuned["settings"]
+    assert tuned["false_accepts_per_hour"] <= 2.0
     # nothing that restates a default: unit strides, group 1, a quantizer's axis 1
     graph = onnx.load(int8["onnx"]).graph
     said = {(n.op_type, a.name) for n in graph.node for a in n.attribute}
@@ -252,6 +260,16 @@ def test_export_fp32_and_int8_then_verify(run, data, compressed):
     # fake-quant torch against the int8 kernels of the CPU at hand: one borderline clip of the
     # small split may land either side (CI's CPU flipped one of 20, 0.90 -> 0.85), never two
     assert abs(v["accuracy"] - torch_acc) <= 1 / v["n"] + 1e-9
+
+
+def test_export_keeps_the_default_stream_settings_when_it_cannot_tune_them(tmp_path):
+    from edgetune.export import calibrate_stream
+
+    gone = {"meta": {"data": {"source": str(tmp_path / "gone")}}}
+    r = calibrate_stream(tmp_path / "m.onnx", gone, None, 10.0)
+    assert r == {"saved": False, "settings": DEFAULT_STREAM, "why": "the model's dataset is not on this machine"}
+    merged = {"heads": [{"name": "a"}], "meta": {}}
+    assert "stream-eval --calibrate --head" in calibrate_stream(tmp_path / "m.onnx", merged, None, 10.0)["why"]
 
 
 def test_quantization_never_silently_does_nothing(run):

@@ -834,6 +834,40 @@ def test_calibrate_save_writes_the_settings_into_the_model(model_path, tone_dir,
     assert r.returncode == 2 and "add --calibrate" in r.stderr
 
 
+def test_calibrate_on_split_tunes_the_model_on_a_stream_it_makes_and_discards(model_path, tone_dir, tmp_path,
+                                                                            monkeypatch):
+    """What export runs: a stream of one split's clips in a temporary folder, calibrated on,
+    the settings written into the model only when they keep the false-accept bound."""
+    import tempfile
+
+    from edgetune.runtime.model import load_model
+    from edgetune.runtime.streameval import calibrate_on_split, format_stream_calibration
+
+    made = []
+    real_tempdir = tempfile.TemporaryDirectory
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda **kw: made.append(kw) or real_tempdir(
+        **{**kw, "dir": tmp_path / "tmp"}))
+    (tmp_path / "tmp").mkdir()
+    model = tmp_path / "m.onnx"
+    shutil.copy(model_path, model)
+    before = load_model(model).stream.to_dict()
+    grid_keys = {"hop_ms", "average_ms", "threshold", "suppress_ms"}
+
+    refused = calibrate_on_split(model, tone_dir, split="all", minutes=1.0, max_fa_per_hour=-1.0)
+    assert not refused["saved"] and load_model(model).stream.to_dict() == before
+    assert refused["settings"] == {k: v for k, v in before.items() if k in grid_keys}
+    assert "no setting kept <= -1 false accepts an hour" in format_stream_calibration(refused)
+
+    r = calibrate_on_split(model, tone_dir, split="all", minutes=1.0)
+    after = load_model(model)
+    assert r["saved"] and r["stream"] == f"{tone_dir} (all split), 1 min, seed 0" and r["words"] > 5
+    assert set(r["settings"]) == grid_keys
+    assert after.stream.to_dict() == {**before, **r["settings"]} != before
+    assert after.metadata["edgetune.stream"]["calibrated"]["stream"] == r["stream"]
+    assert "tuned on" in format_stream_calibration(r)
+    assert len(made) == 2 and not list((tmp_path / "tmp").iterdir())  # the streams are gone
+
+
 def test_set_metadata_changes_one_entry_and_keeps_the_rest_of_the_file(model_path, tmp_path):
     """The device side rewrites metadata without the onnx package; onnx reads the result."""
     import onnx

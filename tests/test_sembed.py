@@ -152,7 +152,10 @@ def test_finetune_compress_export_verify_from_a_sembed_base(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in tuned["state_dict"].items() if k.startswith("blocks.0."))
     assert tuned["meta"]["recipe"]["augment"]["freq_masks"] == tuned["meta"]["recipe"]["augment"]["time_masks"] == 0
     assert tuned["frontend"]["mel_scale"] == "slaney"
-    run("compress", tmp_path / "r" / "finetuned.pt", "--ratio", 0, "--qat-epochs", 1, "--json")
+    # no --ratio: a fixed trunk is compressed to int8 without pruning
+    compressed = run("compress", tmp_path / "r" / "finetuned.pt", "--qat-epochs", 1, "--json")
+    params = {row["stage"]: row["params"] for row in compressed["stages"]}
+    assert params["finetuned"] == params["pruned"]
     int8 = run("export", "--onnx", tmp_path / "r" / "qat.pt", "--json")
     assert int8["precision"] == "int8" and int8["int8_convs"] == 22 and int8["parity"]["passed"]
     verified = run("verify", int8["onnx"], "--data", data, "--split", "val", "--min-accuracy", 0, "--json")

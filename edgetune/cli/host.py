@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from edgetune.cli.common import echo_json, int_list, progress_enabled
-from edgetune.compress.config import CompressConfig
+from edgetune.compress.config import DEFAULT_RATIO, CompressConfig
 
 COMPRESS = CompressConfig()  # the defaults `compress` shows and uses
 
@@ -236,7 +236,8 @@ def evaluate(model, data, split, out, device, as_json) -> None:
 @click.option("--data", type=click.Path(path_type=str), help="Dataset [default: the one the checkpoint records].")
 @click.option("--out", type=click.Path(path_type=str), help="Run folder [default: the checkpoint's].")
 @click.option("--ratio", type=click.FloatRange(0, 0.95), default=None,
-              help=f"Fraction of channels to remove [default {COMPRESS.ratio} when no budget is given].")
+              help=f"Fraction of channels to remove [default {DEFAULT_RATIO} when no budget is given; 0, int8 only, "
+                   "for sembed, whose trunk is fixed].")
 @click.option("--target-params", type=click.IntRange(1), help="Prune until params <= N.")
 @click.option("--target-macs", type=click.IntRange(1), help="Prune until MACs per clip <= N.")
 @click.option("--device-profile", "profile", help="Prune to a device profile's model-size budget (int8 bytes).")
@@ -278,8 +279,6 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
     if widths and (ratio is not None or target_params or target_macs):
         raise click.UsageError("--widths sets every layer's width: give it without --ratio, "
                                "--target-params, --target-macs or --device-profile")
-    if ratio is None and not (target_params or target_macs or widths):
-        ratio = COMPRESS.ratio
     cc = CompressConfig(ratio=ratio, target_params=target_params, target_macs=target_macs, widths=widths,
                         criterion=criterion, round_to=round_to, steps=steps, epochs_per_step=epochs_per_step,
                         lr=lr, qat_epochs=qat_epochs, qat_lr=qat_lr, min_accuracy=min_accuracy, max_drop=max_drop,
@@ -302,16 +301,19 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
 @click.option("--out", type=click.Path(path_type=str), help="Output file [default: RUN/<stage>-<precision>.onnx].")
 @click.option("--data", type=click.Path(path_type=str), help="Clips for the parity check [default: the checkpoint's dataset].")
 @click.option("--device", "profile", help="Device profile to record and check against (see `edgetune devices`).")
+@click.option("--stream-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Tune the stream settings `listen` uses on this long a stream of validation voices (0: keep the defaults).")
 @click.option("--json", "as_json", is_flag=True)
-def export(checkpoint, as_onnx, out, data, profile, as_json) -> None:
+def export(checkpoint, as_onnx, out, data, profile, stream_minutes, as_json) -> None:
     """Export a checkpoint to one self-describing ONNX file (fp32, or int8 from QAT)."""
     from edgetune.export import export_onnx
+    from edgetune.runtime.streameval import format_stream_calibration
 
     if profile:
         from edgetune.runtime.devices import get_profile
 
         get_profile(profile)  # an unknown name fails here, before any work
-    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile)
+    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile, stream_minutes=stream_minutes)
     if as_json:
         echo_json(result)
         return
@@ -322,6 +324,7 @@ def export(checkpoint, as_onnx, out, data, profile, as_json) -> None:
     if "onnx_accuracy" in p:
         line += f", accuracy onnx {_pct(p['onnx_accuracy'])} vs torch {_pct(p['torch_accuracy'])}"
     click.echo(line)
+    click.echo(format_stream_calibration(result["stream"]))
     data_hint = f" --data {data}" if data else ""
     click.echo(f"next: edgetune verify {result['onnx']}{data_hint}   |   edgetune listen {result['onnx']}")
 

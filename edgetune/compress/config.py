@@ -10,9 +10,14 @@ if TYPE_CHECKING:
     from edgetune.data.augment import AugmentConfig
 
 
+DEFAULT_RATIO = 0.5
+
+
 @dataclass
 class CompressConfig:
-    ratio: float | None = 0.5  # fraction of channels removed, when no budget is given
+    # fraction of channels removed; None: DEFAULT_RATIO when no budget is given, but 0 (int8
+    # only) for a model whose trunk is fixed pretrained weights (sembed), which is not pruned
+    ratio: float | None = None
     target_params: int | None = None
     target_macs: int | None = None
     widths: list[int] | None = None  # exact widths per layer (arch_config["channels"]): overrides the rest

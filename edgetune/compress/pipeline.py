@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from edgetune.compress.config import CompressConfig
+from edgetune.compress.config import DEFAULT_RATIO, CompressConfig
 from edgetune.data.augment import AugmentConfig
 from edgetune.errors import EdgetuneError
 from edgetune.files import write_json_atomic
@@ -94,7 +94,7 @@ def merged_from(ckpt: dict) -> list[dict]:
 def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
     """Per-step arguments for prune_model: ratios, budgets shrinking geometrically, or
     widths stepping linearly to the ones asked for."""
-    from edgetune.compress.prune import step_budgets, step_ratios, step_widths
+    from edgetune.compress.prune import has_fixed_trunk, step_budgets, step_ratios, step_widths
     from edgetune.nets import count_macs, count_params
 
     if cc.widths:
@@ -104,9 +104,10 @@ def _schedule(cc: CompressConfig, model, shape) -> list[dict]:
         p = step_budgets(count_params(model), cc.target_params, cc.steps) if cc.target_params else [None] * cc.steps
         m = step_budgets(count_macs(model, shape), cc.target_macs, cc.steps) if cc.target_macs else [None] * cc.steps
         return [{"target_params": a, "target_macs": b} for a, b in zip(p, m)]
-    if not cc.ratio:  # quantize only: no pruning round, no recovery training
+    ratio = cc.ratio if cc.ratio is not None else (0.0 if has_fixed_trunk(model) else DEFAULT_RATIO)
+    if not ratio:  # quantize only: no pruning round, no recovery training
         return []
-    return [{"ratio": r} for r in step_ratios(cc.ratio, cc.steps)]
+    return [{"ratio": r} for r in step_ratios(ratio, cc.steps)]
 
 
 def prune_with_recovery(float_model, schedule: list[dict], teacher, tensors, fe: FrontEnd, cc: CompressConfig,

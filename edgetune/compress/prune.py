@@ -189,8 +189,13 @@ def fill_budget(widths: Sequence[int], channels: Sequence[int], step: int, fits)
     return widths
 
 
+def has_fixed_trunk(model) -> bool:
+    """sembed: Google's trunk, frozen; its channels are not ours to cut."""
+    return hasattr(model, "trunk")
+
+
 def _validate(model, criterion, steps):
-    if hasattr(model, "trunk"):  # sembed: Google's trunk, frozen; its channels are not ours to cut
+    if has_fixed_trunk(model):
         raise ModelError(f"{model.arch}: its trunk is fixed pretrained weights, not pruned; "
                          "compress it with --ratio 0 (int8 only)")
     if not (hasattr(model, "arch") and hasattr(model, "classifier")
