@@ -35,7 +35,7 @@ FP32_MAX_DIFF = 1e-4
 # rounding boundary lands one step apart, and the steps add up along a chain of int8 layers.
 # Measured: DS-CNN-S (5 convs) agrees on 99.6% of clips; sembed (20 convs) on 98.1% at equal
 # accuracy (91.31% vs 91.39% of 1347 clips). A broken int8 kernel shows far lower (AVX2
-# saturation with 8-bit weights: 91%), and the accuracy gap below is checked as well.
+# saturation with 8-bit weights: 91%), and the accuracy it loses is checked as well.
 INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_ACCURACY_GAP = 0.005
 
@@ -286,11 +286,17 @@ def parity(path: Path, reference: torch.nn.Module, features: np.ndarray, targets
     if precision == "fp32":
         out["passed"] = out["max_abs_diff"] <= FP32_MAX_DIFF
     else:
-        gap = abs(out.get("onnx_accuracy", 0) - out.get("torch_accuracy", 0))
-        # on a few hundred clips one clip is more than 0.5 point: allow at least one clip
-        allowed = max(INT8_MAX_ACCURACY_GAP, 1.0 / max(len(features), 1) + 1e-9)
-        out["passed"] = int8_agrees(sum(differ), len(features)) and gap <= allowed
+        loss = out.get("torch_accuracy", 0) - out.get("onnx_accuracy", 0)
+        out["passed"] = int8_agrees(sum(differ), len(features)) and int8_keeps_accuracy(loss, len(features))
     return out
+
+
+def int8_keeps_accuracy(loss: float, n: int) -> bool:
+    """The device path loses at most INT8_MAX_ACCURACY_GAP of torch's accuracy (on a few
+    hundred clips one clip is more: at least one clip is allowed). Only a loss fails: the
+    clips that flip either way are bounded by `int8_agrees`, and a gain is what `verify`
+    will report (sembed, commands: onnx 92.5% vs torch 92.0% of 721 clips, 99.2% agreeing)."""
+    return loss <= max(INT8_MAX_ACCURACY_GAP, 1.0 / max(n, 1) + 1e-9)
 
 
 def parity_inputs(ckpt: dict, data: str | Path | None, limit: int = 2000):

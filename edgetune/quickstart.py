@@ -18,6 +18,9 @@ from edgetune.errors import EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.paths import REPO_MODELS, corpus_dir
 
+# DS-CNN-S, not sembed, though sembed scores higher on real digits: on a stream sembed finds
+# half the words DS-CNN-S does (commands quickstart: 23.7% vs 47.5%; README "Noise, and
+# words in a stream"), and `listen` is what a quickstart user tries next.
 DEFAULT_BASE = "dscnn-s"
 
 
@@ -57,7 +60,8 @@ def quickstart(cfg: QuickstartConfig, say: Callable[[str], None] = print, progre
 
     if not cfg.base.exists():
         raise EdgetuneError(f"{cfg.base}: the shipped base model is missing; make it with "
-                            "`python tools/pretrain_base.py` or pass --base")
+                            "`python tools/pretrain_base.py` (dscnn-s) or `python tools/import_speech_embedding.py` "
+                            "(sembed), or pass --base")
     run, data = cfg.out, corpus_dir(cfg.task)
     run.mkdir(parents=True, exist_ok=True)
     t_start = time.time()

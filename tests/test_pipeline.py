@@ -473,6 +473,14 @@ def test_int8_parity_allows_one_flipped_clip_and_no_more_than_two_percent():
     assert int8_agrees(40, 2000) and not int8_agrees(41, 2000)
 
 
+def test_int8_parity_fails_on_accuracy_the_device_path_loses_not_on_what_it_gains():
+    from edgetune.export import int8_keeps_accuracy
+
+    assert int8_keeps_accuracy(0.005, 721) and not int8_keeps_accuracy(0.0056, 721)
+    assert int8_keeps_accuracy(-0.0056, 721)  # onnx 4 clips of 721 better than torch
+    assert int8_keeps_accuracy(1 / 100, 100) and not int8_keeps_accuracy(2 / 100, 100)  # one clip
+
+
 def test_finetune_real_tool_scores_each_variant_and_resumes(run, data, tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
@@ -564,3 +572,29 @@ def test_position_probe_groups_every_word_clip_by_where_its_sound_is(run, data, 
         assert sum(row["n"] for row in result[key]) == result["n"]
     scored = [row for row in result["by_start"] if row["n"]]
     assert sum(row["accuracy"] * row["n"] for row in scored) == pytest.approx(result["accuracy"] * result["n"])
+
+
+def test_noise_probe_mixes_at_the_asked_snr_and_scores_every_word_clip(run, data, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    from noise_probe import accuracy_by_snr, at_snr, noise_like
+
+    clips = np.random.default_rng(1).uniform(-0.2, 0.2, (3, 16000)).astype(np.float32)
+    noise = noise_like(clips, "white", [], 16000, seed=0)
+    mixed = at_snr(clips, noise, 10.0)
+    snr = 10 * np.log10((clips**2).mean(axis=1) / ((mixed - clips) ** 2).mean(axis=1))
+    assert snr == pytest.approx([10.0] * 3, abs=1e-3)
+    corpus_noise = noise_like(clips, "corpus", load_dataset_noise(data), 16000, seed=0)
+    assert corpus_noise.shape == clips.shape and (corpus_noise**2).mean(axis=1) == pytest.approx([1.0] * 3)
+
+    result = accuracy_by_snr(str(run / "finetuned.pt"), str(data), ("val", "test"), [40.0, -20.0])
+    clean, quiet, drowned = (row["accuracy"] for row in result["rows"])
+    assert result["n"] > 0 and [row["snr_db"] for row in result["rows"]] == [None, 40.0, -20.0]
+    assert abs(quiet - clean) <= 1 / result["n"] + 1e-9 and drowned < clean  # tones under 100x their power
+
+
+def load_dataset_noise(root) -> list[str]:
+    from edgetune.data.dataset import load_dataset
+
+    return load_dataset(root).noise_files
