@@ -39,7 +39,10 @@ from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_
 from edgetune.runtime.stream import Decider, Detection, PosteriorStream, check_settings
 
 GRID_AVERAGE_MS = (300.0, 500.0, 750.0, 1000.0)
-GRID_THRESHOLD = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+# down to 0.2 in steps of 0.05: sembed's smoothed scores for true words sit at 0.2-0.4 (a
+# commands model's test stream: 0.3 finds 81 of 117 words with no false accept, 0.2 finds
+# 97 with 13), where steps of 0.1 from 0.3 cannot place it
+GRID_THRESHOLD = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 GRID_SUPPRESS_MS = (500.0, 1000.0, 1500.0, 2000.0)
 
 
