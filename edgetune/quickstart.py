@@ -18,9 +18,10 @@ from edgetune.errors import EdgetuneError
 from edgetune.files import write_json_atomic
 from edgetune.paths import REPO_MODELS, corpus_dir
 
-# DS-CNN-S, not sembed, though sembed scores higher on real digits: on a stream sembed finds
-# half the words DS-CNN-S does (commands quickstart: 23.7% vs 47.5%; README "Noise, and
-# words in a stream"), and `listen` is what a quickstart user tries next.
+# DS-CNN-S, not yet sembed, though sembed scores higher on real digits: sembed's commands
+# quickstart was measured only with the 10-minute stream tuning it lost on (23.7% of the
+# test stream's words vs 47.5%; README "Noise, and words in a stream"), and `listen` is
+# what a quickstart user tries next.
 DEFAULT_BASE = "dscnn-s"
 
 

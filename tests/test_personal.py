@@ -104,7 +104,7 @@ def test_finetune_switches_to_personal_recipe(tmp_path):
     assert len(mixed.split("test")) == 3 + res["corpus_clips"]["test"]
     assert len(mixed.split("val")) == 3 + res["corpus_clips"]["val"]
     assert {e.label for e in mixed.split("train")} == set(ckpt["labels"])  # silence cut to files
-    r = CliRunner().invoke(cli, ["export", "--onnx", str(run / "finetuned.pt"), "--json"],
+    r = CliRunner().invoke(cli, ["export", "--onnx", str(run / "finetuned.pt"), "--stream-minutes", "1", "--json"],
                            catch_exceptions=False)  # fmt: skip
     assert r.exit_code == 0, r.output
     onnx_path = json.loads(r.output.strip().splitlines()[-1])["onnx"]

@@ -301,8 +301,9 @@ def compress(checkpoint, data, out, ratio, target_params, target_macs, profile, 
 @click.option("--out", type=click.Path(path_type=str), help="Output file [default: RUN/<stage>-<precision>.onnx].")
 @click.option("--data", type=click.Path(path_type=str), help="Clips for the parity check [default: the checkpoint's dataset].")
 @click.option("--device", "profile", help="Device profile to record and check against (see `edgetune devices`).")
-@click.option("--stream-minutes", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Tune the stream settings `listen` uses on this long a stream of validation voices (0: keep the defaults).")
+@click.option("--stream-minutes", type=click.FloatRange(0),
+              help="Tune the stream settings `listen` uses on this long a stream of validation voices "
+                   "[default: 30; 0 keeps the defaults].")
 @click.option("--json", "as_json", is_flag=True)
 def export(checkpoint, as_onnx, out, data, profile, stream_minutes, as_json) -> None:
     """Export a checkpoint to one self-describing ONNX file (fp32, or int8 from QAT)."""
@@ -313,7 +314,8 @@ def export(checkpoint, as_onnx, out, data, profile, stream_minutes, as_json) -> 
         from edgetune.runtime.devices import get_profile
 
         get_profile(profile)  # an unknown name fails here, before any work
-    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile, stream_minutes=stream_minutes)
+    minutes = {} if stream_minutes is None else {"stream_minutes": stream_minutes}
+    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile, **minutes)
     if as_json:
         echo_json(result)
         return
