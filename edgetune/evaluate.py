@@ -43,6 +43,19 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", devi
     return report
 
 
+def word_clips(ckpt: dict, data: str | Path, splits: tuple[str, ...]):
+    """(dataset, [N, samples] clips, class indices) of the splits' word clips for the
+    checkpoint's labels, `_silence_` left out (no word to find): what the probes in tools/
+    score with `eval_checkpoint`."""
+    from edgetune.data.dataset import SILENCE
+
+    fe = FrontEnd.from_dict(ckpt["frontend"])
+    ds = load_dataset(data, labels=ckpt["labels"])
+    examples = [e for s in splits for e in ds.split(s) if e.label != SILENCE]
+    index = {lab: i for i, lab in enumerate(ckpt["labels"])}
+    return ds, ClipLoader(fe).clips(examples), np.array([index[e.label] for e in examples])
+
+
 def save_confusion_png(report: dict, path: str | Path) -> str:
     from edgetune.report.plots import confusion_figure, save_figure
 

@@ -328,8 +328,9 @@ def parity_inputs(ckpt: dict, data: str | Path | None, limit: int = 2000):
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-                device_profile: str | None = None, stream_minutes: float = CALIBRATION_MINUTES) -> dict:
-    """Write, check and (given `stream_minutes` > 0) stream-calibrate the ONNX file."""
+                device_profile: str | None = None, stream_minutes: float | None = None) -> dict:
+    """Write, check and stream-calibrate the ONNX file (on `stream_minutes` of validation
+    voices, default CALIBRATION_MINUTES; 0: not tuned)."""
     from edgetune.train.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -343,7 +344,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, data: str
     try:
         to_onnx(for_export(model, ckpt), fe, staged, props, output_names(ckpt))
         result = check_export(staged, ckpt, reference, precision, data)
-        result["stream"] = calibrate_stream(staged, ckpt, data, stream_minutes)
+        minutes = CALIBRATION_MINUTES if stream_minutes is None else stream_minutes
+        result["stream"] = calibrate_stream(staged, ckpt, data, minutes)
         os.replace(staged, out)
     finally:
         staged.unlink(missing_ok=True)

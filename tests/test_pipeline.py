@@ -580,12 +580,15 @@ def test_noise_probe_mixes_at_the_asked_snr_and_scores_every_word_clip(run, data
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
     from noise_probe import accuracy_by_snr, at_snr, noise_like
 
+    from edgetune.frontend import FrontEnd
+
     clips = np.random.default_rng(1).uniform(-0.2, 0.2, (3, 16000)).astype(np.float32)
-    noise = noise_like(clips, "white", [], 16000, seed=0)
+    fe = FrontEnd()
+    noise = noise_like(clips, "white", [], fe, seed=0)
     mixed = at_snr(clips, noise, 10.0)
     snr = 10 * np.log10((clips**2).mean(axis=1) / ((mixed - clips) ** 2).mean(axis=1))
     assert snr == pytest.approx([10.0] * 3, abs=1e-3)
-    corpus_noise = noise_like(clips, "corpus", load_dataset_noise(data), 16000, seed=0)
+    corpus_noise = noise_like(clips, "corpus", load_dataset_noise(data), fe, seed=0)
     assert corpus_noise.shape == clips.shape and (corpus_noise**2).mean(axis=1) == pytest.approx([1.0] * 3)
 
     result = accuracy_by_snr(str(run / "finetuned.pt"), str(data), ("val", "test"), [40.0, -20.0])

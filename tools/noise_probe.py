@@ -17,14 +17,14 @@ import json
 
 import numpy as np
 
-from edgetune.audio import MAX_LONG_SECONDS, load_audio
-from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset
+from edgetune.data.dataset import ClipLoader
+from edgetune.evaluate import word_clips
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import load_checkpoint
 from edgetune.train.finetune import eval_checkpoint
 
 
-def noise_like(clips: np.ndarray, kind: str, files: list[str], sample_rate: int, seed: int) -> np.ndarray:
+def noise_like(clips: np.ndarray, kind: str, files: list[str], fe: FrontEnd, seed: int) -> np.ndarray:
     """One unit-power noise segment per clip: white, or cut from the corpus's noise files."""
     rng = np.random.default_rng(seed)
     if kind == "white":
@@ -32,7 +32,7 @@ def noise_like(clips: np.ndarray, kind: str, files: list[str], sample_rate: int,
     else:
         if not files:
             raise SystemExit("the dataset has no _background_noise_/ files; use --noise white")
-        pool = [load_audio(f, sample_rate, max_seconds=MAX_LONG_SECONDS) for f in files]
+        pool = [ClipLoader(fe).noise(f) for f in files]
         pool = [p for p in pool if len(p) > clips.shape[1]]
         noise = np.stack([p[s : s + clips.shape[1]] for p in (pool[rng.integers(len(pool))] for _ in clips)
                           for s in [rng.integers(len(p) - clips.shape[1] + 1)]])
@@ -47,18 +47,14 @@ def at_snr(clips: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 def accuracy_by_snr(checkpoint: str, data: str, splits: tuple[str, ...], snrs: list[float],
                     kind: str = "white", seed: int = 0) -> dict:
     ckpt = load_checkpoint(checkpoint)
-    fe = FrontEnd.from_dict(ckpt["frontend"])
-    ds = load_dataset(data, labels=ckpt["labels"])
-    examples = [e for s in splits for e in ds.split(s) if e.label != SILENCE]
-    clips = ClipLoader(fe).clips(examples)
-    target = np.array([ckpt["labels"].index(e.label) for e in examples])
-    noise = noise_like(clips, kind, ds.noise_files, fe.sample_rate, seed)
+    ds, clips, target = word_clips(ckpt, data, splits)
+    noise = noise_like(clips, kind, ds.noise_files, FrontEnd.from_dict(ckpt["frontend"]), seed)
     rows = [{"snr_db": None, "accuracy": float((eval_checkpoint(ckpt, clips, "cpu") == target).mean())}]
     for snr in snrs:
         right = eval_checkpoint(ckpt, at_snr(clips, noise, snr), "cpu") == target
         rows.append({"snr_db": snr, "accuracy": float(right.mean())})
     return {"checkpoint": checkpoint, "data": data, "splits": list(splits), "noise": kind,
-            "n": len(examples), "rows": rows}
+            "n": len(target), "rows": rows}
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edgetune.data.augment import loud_span
-from edgetune.data.dataset import SILENCE, ClipLoader, load_dataset
+from edgetune.evaluate import word_clips
 from edgetune.frontend import FrontEnd
 from edgetune.train.checkpoint import load_checkpoint
 from edgetune.train.finetune import eval_checkpoint
@@ -37,13 +37,9 @@ def sound_spans(clips: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def accuracy_by_position(checkpoint: str, data: str, splits: tuple[str, ...]) -> dict:
     ckpt = load_checkpoint(checkpoint)
-    fe = FrontEnd.from_dict(ckpt["frontend"])
-    ds = load_dataset(data, labels=ckpt["labels"])
-    examples = [e for s in splits for e in ds.split(s) if e.label != SILENCE]
-    clips = ClipLoader(fe).clips(examples)
-    index = {lab: i for i, lab in enumerate(ckpt["labels"])}
-    right = eval_checkpoint(ckpt, clips, "cpu") == np.array([index[e.label] for e in examples])
-    spans = sound_spans(clips, fe.sample_rate)
+    _, clips, target = word_clips(ckpt, data, splits)
+    right = eval_checkpoint(ckpt, clips, "cpu") == target
+    spans = sound_spans(clips, FrontEnd.from_dict(ckpt["frontend"]).sample_rate)
 
     def table(column: int, bins: list[tuple[float, float]]) -> list[dict]:
         rows = []
@@ -53,7 +49,7 @@ def accuracy_by_position(checkpoint: str, data: str, splits: tuple[str, ...]) ->
                          "accuracy": float(right[inside].mean()) if inside.any() else None})
         return rows
 
-    return {"checkpoint": checkpoint, "data": data, "splits": list(splits), "n": len(examples),
+    return {"checkpoint": checkpoint, "data": data, "splits": list(splits), "n": len(target),
             "accuracy": float(right.mean()), "by_start": table(0, START_BINS), "by_end": table(1, END_BINS)}
 
 

@@ -314,8 +314,7 @@ def export(checkpoint, as_onnx, out, data, profile, stream_minutes, as_json) -> 
         from edgetune.runtime.devices import get_profile
 
         get_profile(profile)  # an unknown name fails here, before any work
-    minutes = {} if stream_minutes is None else {"stream_minutes": stream_minutes}
-    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile, **minutes)
+    result = export_onnx(checkpoint, out=out, data=data, device_profile=profile, stream_minutes=stream_minutes)
     if as_json:
         echo_json(result)
         return

@@ -57,9 +57,9 @@ class StreamSettings:
         return asdict(self)
 
 
-_SETTING_KEYS = (
-    "hop_ms", "average_ms", "threshold", "suppress_ms", "min_level_db", "min_confidence",
-)  # fmt: skip
+# what calibration tunes and a model file stores; the input limits are the user's to set
+TUNED_KEYS = ("hop_ms", "average_ms", "threshold", "suppress_ms")
+_SETTING_KEYS = (*TUNED_KEYS, "min_level_db", "min_confidence")
 
 
 def _require_onnxruntime():
@@ -343,7 +343,7 @@ def save_stream_settings(path: str | os.PathLike, settings: StreamSettings, head
     records where they came from. The file is rewritten atomically, the rest of it unchanged."""
     from edgetune.runtime.onnxmeta import read_metadata, set_metadata
 
-    chosen = {k: getattr(settings, k) for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")}
+    chosen = {k: getattr(settings, k) for k in TUNED_KEYS}
     if calibrated:
         chosen["calibrated"] = calibrated
     key = "edgetune.heads" if head else "edgetune.stream"

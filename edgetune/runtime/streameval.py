@@ -35,7 +35,14 @@ import numpy as np
 from edgetune.audio import MAX_LONG_SECONDS, check_writable_audio, load_audio, write_audio
 from edgetune.data.dataset import SILENCE, UNKNOWN, load_dataset
 from edgetune.errors import DataError, EdgetuneError
-from edgetune.runtime.model import NON_EVENTS, Recogniser, StreamSettings, load_model, one_head
+from edgetune.runtime.model import (
+    NON_EVENTS,
+    TUNED_KEYS,
+    Recogniser,
+    StreamSettings,
+    load_model,
+    one_head,
+)
 from edgetune.runtime.stream import Decider, Detection, PosteriorStream, check_settings
 
 GRID_AVERAGE_MS = (300.0, 500.0, 750.0, 1000.0)
@@ -445,8 +452,7 @@ def calibrate(
         and r["false_accepts_per_hour"] <= max_fa_per_hour
     ]
     best = min(ok, key=key) if ok else min(rows, key=lambda r: (r["false_accepts"], *key(r)))
-    grid_keys = ("hop_ms", "average_ms", "threshold", "suppress_ms")
-    chosen = rec.stream.replace(**{k: best["settings"][k] for k in grid_keys})  # what stream_eval would use
+    chosen = rec.stream.replace(**{k: best["settings"][k] for k in TUNED_KEYS})  # what stream_eval would use
     full = _scored(rec, decide(post, rec.labels, chosen), truth, len(audio), chosen, (wav, csv_path),
                    tolerance_ms, compute_s)
     full.pop("detection_list")
@@ -486,15 +492,16 @@ def calibrate_on_split(model: str | os.PathLike, dataset: str | os.PathLike, spl
     validation voices: the fixed defaults suit no model (calibrated thresholds range 0.3-0.95),
     and at 0.7 a fresh model can hear nothing."""
     source = f"{dataset} ({split} split), {minutes:g} min, seed {seed}"
+    rec = _load(model)
     with tempfile.TemporaryDirectory(prefix="edgetune-calibrate-") as tmp:
         wav, truth = Path(tmp) / "stream.wav", Path(tmp) / "stream.csv"
         made = make_stream(dataset, split=split, minutes=minutes, seed=seed, out_wav=wav, out_csv=truth)
-        r = calibrate(model, wav, truth, max_fa_per_hour=max_fa_per_hour)
+        r = calibrate(rec, wav, truth, max_fa_per_hour=max_fa_per_hour)
     if r["constraint_met"]:
         save_calibration(model, r, source)
     found = r["result"]
-    kept = r["best"] if r["constraint_met"] else _load(model).stream.to_dict()
-    kept = {k: kept[k] for k in ("hop_ms", "average_ms", "threshold", "suppress_ms")}  # what is saved
+    kept = r["best"] if r["constraint_met"] else rec.stream.to_dict()
+    kept = {k: kept[k] for k in TUNED_KEYS}  # what the file holds
     return {"saved": r["constraint_met"], "settings": kept, "stream": source, "words": made["words"],
             "correct_pct": found["correct_pct"], "false_accepts_per_hour": found["false_accepts_per_hour"],
             "max_fa_per_hour": max_fa_per_hour}
